@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Builds the testbed's binaries from the Go module proxy into a versioned cache folder
+# outside the checkout: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+# (k8s.io/kubernetes), etcd, kwok, kwokctl and helm. Skips every binary that is already
+# there, so a warm run takes a second. Remove $TOOLS_DIR to force a rebuild.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+started=$SECONDS
+mkdir -p "$TOOLS_BIN"
+# GOTOOLCHAIN stays "auto": an older local Go fetches the toolchain the modules ask for from the module proxy.
+export CGO_ENABLED=0 GOFLAGS="-trimpath"
+
+missing() { for b in "$@"; do [ -x "$TOOLS_BIN/$b" ] || return 0; done; return 1; }
+
+# Runs a long command and prints a heartbeat so a 20-minute build is visibly alive.
+with_heartbeat() {
+  local what=$1; shift
+  local t0=$SECONDS
+  "$@" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30
+    kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - t0))s)"
+  done
+  wait "$pid"
+  log "  built $what in $((SECONDS - t0))s"
+}
+
+build_kubernetes() {
+  local work="$TOOLS_DIR/src/kubernetes"
+  mkdir -p "$work"
+  local upstream_mod="$work/upstream.go.mod"
+  log "kubernetes $KUBE_VERSION: reading upstream go.mod"
+  (cd "$work" && go mod download -json "k8s.io/kubernetes@$KUBE_VERSION" >/dev/null)
+  cp "$(go env GOMODCACHE)/cache/download/k8s.io/kubernetes/@v/$KUBE_VERSION.mod" "$upstream_mod"
+  local staging_version="v0.${KUBE_VERSION#v1.}"
+  {
+    echo "module llm-operator.local/kube-tools"
+    echo
+    grep -E '^go [0-9.]+$' "$upstream_mod"
+    grep -E '^godebug ' "$upstream_mod" || true
+    echo
+    echo "require k8s.io/kubernetes $KUBE_VERSION"
+    echo
+    echo "replace ("
+    # Every staging module that k8s.io/kubernetes requires at v0.0.0 is published as v0.MINOR.PATCH.
+    grep -E '^\s+k8s\.io/[a-z0-9-]+ v0\.0\.0$' "$upstream_mod" | awk -v v="$staging_version" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+  } > "$work/go.mod"
+  log "kubernetes: $(grep -c '=>' "$work/go.mod") staging modules pinned to $staging_version"
+  local pkg=k8s.io/component-base/version cpkg=k8s.io/client-go/pkg/version
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local date; date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  local ldflags="-s -w"
+  for p in $pkg $cpkg; do
+    ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+    ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
+  done
+  log "kubernetes: building kube-apiserver kube-controller-manager kube-scheduler kubectl (10-35 min cold)"
+  (cd "$work" && with_heartbeat "kubernetes binaries" go build -mod=mod -o "$TOOLS_BIN/" \
+    -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+}
+
+build_etcd() {
+  local work="$TOOLS_DIR/src/etcd"
+  mkdir -p "$work"
+  printf 'module llm-operator.local/etcd-tools\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" > "$work/go.mod"
+  log "etcd $ETCD_VERSION: building"
+  (cd "$work" && with_heartbeat etcd go build -mod=mod -o "$TOOLS_BIN/etcd" -ldflags "-s -w" go.etcd.io/etcd/server/v3)
+}
+
+build_go_install() {
+  local what=$1; shift
+  log "$what: go install $*"
+  with_heartbeat "$what" env GOBIN="$TOOLS_BIN" go install -ldflags "-s -w" "$@"
+}
+
+log "tool cache: $TOOLS_DIR"
+missing kwok kwokctl && build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
+missing helm && build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+missing etcd && build_etcd
+missing kube-apiserver kube-controller-manager kube-scheduler kubectl && build_kubernetes
+
+for b in $TOOL_BINARIES; do
+  [ -x "$TOOLS_BIN/$b" ] || { log "missing $b after the build"; exit 1; }
+done
+log "tools ready in $TOOLS_BIN (total $((SECONDS - started))s)"

@@ -1,0 +1,14 @@
+# Shared paths for the hack/ scripts. Source it; it defines no side effects.
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+# shellcheck source=versions.env
+. "$HACK_DIR/versions.env"
+LLMOP_CACHE="${LLMOP_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llm-operator}"
+TOOLS_TAG="k8s-${KUBE_VERSION}_etcd-${ETCD_VERSION}_kwok-${KWOK_VERSION}_helm-${HELM_VERSION}"
+TOOLS_DIR="$LLMOP_CACHE/tools/$TOOLS_TAG"
+TOOLS_BIN="$TOOLS_DIR/bin"
+CLUSTER_NAME="${LLMOP_CLUSTER_NAME:-llm-operator}"
+CLUSTER_DIR="$LLMOP_CACHE/cluster"
+TOOL_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm"
+export PATH="$TOOLS_BIN:$PATH"
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

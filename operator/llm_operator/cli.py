@@ -1,0 +1,127 @@
+"""The `llm-operator` command: run the operator, and the offline tools GitOps users need."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from llm_operator import __version__
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _namespaces_from_env() -> list[str]:
+    """WATCH_NAMESPACE="a,b" is how Helm charts and OLM tell an operator where to look."""
+    raw = os.environ.get("WATCH_NAMESPACE", "")
+    return [ns.strip() for ns in raw.split(",") if ns.strip()]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import kopf
+
+    if args.kubeconfig:
+        # kopf logs in through the kubernetes client, which reads $KUBECONFIG.
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+    )
+    kopf.configure(
+        debug=args.log_level == "debug",
+        verbose=args.log_level in ("debug", "info"),
+        quiet=args.log_level in ("warning", "error"),
+    )
+    from llm_operator import handlers  # noqa: F401  (importing registers the kopf handlers)
+
+    namespaces = args.namespace or _namespaces_from_env()
+    clusterwide = args.all_namespaces or not namespaces
+    kopf.run(
+        clusterwide=clusterwide,
+        namespaces=() if clusterwide else namespaces,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        liveness_endpoint=args.liveness,
+    )
+    return 0
+
+
+def cmd_version(_: argparse.Namespace) -> int:
+    print(__version__)
+    return 0
+
+
+def cmd_crd(_: argparse.Namespace) -> int:
+    from llm_operator.api.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from llm_operator.api.validation import validate_files
+
+    problems = validate_files(args.file)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{len(args.file)} file(s) valid")
+    return 1 if problems else 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from llm_operator.render import RenderError, render_files
+
+    try:
+        sys.stdout.write(render_files(args.file))
+    except RenderError as error:
+        print(error, file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the operator in the foreground")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[],
+        help="watch this namespace (repeatable); default: $WATCH_NAMESPACE, else all namespaces",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    run.add_argument(
+        "--peering", metavar="NAME",
+        help="kopf peering object for running several replicas (one is active); default: standalone",
+    )
+    run.add_argument(
+        "--liveness", metavar="URL", default=None,
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.set_defaults(func=cmd_run)
+
+    sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)
+    sub.add_parser("crd", help="print the LLMService CustomResourceDefinition").set_defaults(func=cmd_crd)
+
+    validate = sub.add_parser("validate", help="check LLMService YAML offline, with the CRD's rules")
+    validate.add_argument("-f", "--file", nargs="+", required=True, help="YAML files (multi-document is fine)")
+    validate.set_defaults(func=cmd_validate)
+
+    render = sub.add_parser("render", help="print the objects the operator would apply, as YAML")
+    render.add_argument("-f", "--file", nargs="+", required=True, help="LLMService YAML files")
+    render.set_defaults(func=cmd_render)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
