@@ -1,0 +1,1 @@
+"""Benchmarks for llm-operator (not part of the installed package)."""

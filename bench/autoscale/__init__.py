@@ -1,0 +1,1 @@
+"""Trace-driven autoscaling benchmark: `python -m bench.autoscale --trace FILE`."""

@@ -1,0 +1,155 @@
+"""python -m bench.autoscale --trace FILE [--speedup N] [--json FILE] [--out DIR] ..."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.autoscale.calibration import HARDWARE, Hardware
+from bench.autoscale.policies import (
+    HpaGpuUtilization,
+    KedaQueue,
+    KubeAI,
+    OraclePolicy,
+    OurPolicy,
+    StaticPolicy,
+    oracle_schedule,
+)
+from bench.autoscale.report import markdown_table, plot, summarize, write_json
+from bench.autoscale.simulator import Policy, SimResult, SimSettings, simulate
+from bench.autoscale.traces import Trace, load_trace
+from llm_operator.autoscale.policy import PolicyConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.autoscale", description=__doc__)
+    parser.add_argument("--trace", required=True, type=Path, help="Azure CSV or JSONL request trace")
+    parser.add_argument("--speedup", type=float, default=1.0, help="compress time by N (N x the rate)")
+    parser.add_argument("--json", type=Path, help="also write the figures as JSON to this file")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="directory for table, JSON, PNG")
+    parser.add_argument("--cold-start", type=float, default=120.0, help="replica cold start, 45..300 s")
+    parser.add_argument("--slo-ttft", type=float, default=2.0, help="TTFT objective in seconds")
+    parser.add_argument("--slo-target", type=float, default=0.99, help="share of requests that must meet it")
+    parser.add_argument("--gpu", choices=sorted(HARDWARE), default="h100")
+    parser.add_argument("--min-replicas", type=int, default=1)
+    parser.add_argument("--max-replicas", type=int, default=12)
+    args = parser.parse_args(argv)
+    if not 45 <= args.cold_start <= 300:
+        parser.error("--cold-start must be within 45..300 seconds")
+    return args
+
+
+class Bench:
+    def __init__(self, trace: Trace, hardware: Hardware, settings: SimSettings, slo_ttft_s: float, slo_target: float):
+        self.trace = trace
+        self.hardware = hardware
+        self.settings = settings
+        self.slo_ttft_s = slo_ttft_s
+        self.slo_target = slo_target
+
+    def run(self, policy: Policy, warm_start: int | None = None) -> SimResult:
+        settings = replace(self.settings, initial_replicas=warm_start)
+        return simulate(self.trace, policy, self.hardware, settings)
+
+    def meets_slo(self, result: SimResult) -> bool:
+        return summarize(result, self.slo_ttft_s)["slo_attainment"] >= self.slo_target
+
+    def static_peak(self) -> SimResult:
+        """The smallest always-on fleet that meets the SLO over the whole trace."""
+        result = None
+        for replicas in range(self.settings.min_replicas, self.settings.max_replicas + 1):
+            result = self.run(StaticPolicy(max(replicas, 1)))
+            if self.meets_slo(result):
+                break
+        assert result is not None
+        return result
+
+    def oracle(self, steps: int = 7) -> SimResult:
+        """The cheapest perfect-foresight schedule that meets the SLO (bisection on its utilization)."""
+        result = self._oracle_run(1.0)
+        if self.meets_slo(result):
+            return result
+        low, high = 0.05, 1.0
+        best = None
+        for _ in range(steps):
+            utilization = (low + high) / 2
+            result = self._oracle_run(utilization)
+            if self.meets_slo(result):
+                best, low = result, utilization
+            else:
+                high = utilization
+        return best if best is not None else self._oracle_run(low)
+
+    def _oracle_run(self, utilization: float) -> SimResult:
+        schedule = oracle_schedule(
+            self.trace,
+            self.hardware,
+            utilization,
+            self.settings.cold_start_s,
+            self.settings.min_replicas,
+            self.settings.max_replicas,
+        )
+        return self.run(OraclePolicy(schedule))
+
+
+def our_config(settings: SimSettings) -> PolicyConfig:
+    """The operator's defaults, with the bench's replica bounds."""
+    return PolicyConfig(min_replicas=settings.min_replicas, max_replicas=settings.max_replicas)
+
+
+def run_all(bench: Bench, config: PolicyConfig) -> dict[str, SimResult]:
+    """Every policy on the same trace; the adaptive ones start with the static-peak fleet (warm)."""
+    low, high = bench.settings.min_replicas, bench.settings.max_replicas
+    started = time.perf_counter()
+    results = {"static-peak": bench.static_peak()}
+    warm = int(results["static-peak"].timeline["gpus"][0])
+    for name, make in [
+        ("hpa-gpu-util", lambda: bench.run(HpaGpuUtilization(low, high), warm)),
+        ("keda-queue", lambda: bench.run(KedaQueue(low, high), warm)),
+        ("kubeai", lambda: bench.run(KubeAI(low, high), warm)),
+        ("ours", lambda: bench.run(OurPolicy(config), warm)),
+        ("oracle", bench.oracle),
+    ]:
+        results[name] = make()
+    print(f"  simulated in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    trace = load_trace(args.trace, speedup=args.speedup)
+    settings = SimSettings(cold_start_s=args.cold_start, min_replicas=args.min_replicas, max_replicas=args.max_replicas)
+    bench = Bench(trace, HARDWARE[args.gpu], settings, args.slo_ttft, args.slo_target)
+    print(f"{trace.name}: {len(trace)} requests over {trace.duration_s / 60:.0f} min on {args.gpu}", file=sys.stderr)
+    results = run_all(bench, our_config(settings))
+    summaries = {name: summarize(result, args.slo_ttft) for name, result in results.items()}
+    table = markdown_table(summaries, args.slo_ttft, args.slo_target)
+    print(table)
+
+    stem = f"{trace.name}-{args.gpu}" + (f"-x{args.speedup:g}" if args.speedup != 1 else "")
+    args.out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "trace": args.trace.name,
+        "requests": len(trace),
+        "gpu": args.gpu,
+        "speedup": args.speedup,
+        "cold_start_s": args.cold_start,
+        "slo_ttft_s": args.slo_ttft,
+        "slo_target": args.slo_target,
+        "min_replicas": args.min_replicas,
+        "max_replicas": args.max_replicas,
+    }
+    (args.out / f"{stem}.md").write_text(f"## {stem}\n\n{table}\n")
+    write_json(summaries, args.out / f"{stem}.json", meta)
+    if args.json:
+        write_json(summaries, args.json, meta)
+    title = f"{trace.name} on {args.gpu}, cold start {args.cold_start:g} s: GPUs held (blue), queue (red)"
+    plot(results, args.out / f"{stem}.png", title)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,321 @@
+"""The autoscaling decision for one LLMService, as one pure function.
+
+`decide(history, state, config, now)` returns the replica count the engine
+Deployment should have. It reads no clock, cluster or Prometheus: the caller
+passes the metric samples, the previous `ScalerState` and `now`, and stores the
+returned state for the next call. The benchmark in `bench/autoscale` imports
+this module as it is, so what is measured there is what the operator runs.
+
+Inputs
+------
+Each `Sample` aggregates one scrape over the ready replicas: total waiting and
+running requests, mean KV-cache use (0..1), mean GPU utilization (percent),
+the router's in-flight requests, and the ready and starting replica counts. A
+signal is None when it is not exported (TGI has no KV-cache metric, Ollama has
+no engine metrics at all) or when not every ready replica reported it.
+
+Algorithm
+---------
+1. **Bounds first.** Below `min_replicas` or above `max_replicas`, go to the
+   bound at once, whatever the metrics say.
+2. **Fresh data or hold.** Only samples from the last `window_s` seconds
+   before the newest one are used. If the newest sample is older than
+   `stale_after_s`, or no demand signal is present, the decision holds the
+   current count, sets `held` and says why; the scale-down timer restarts so
+   that a scale-down always rests on `scale_down_delay_s` of observed data.
+   Without the queue signal, scale-up on other signals is allowed but
+   scale-down is not: never scale down on missing data.
+3. **One recommendation per signal**, HPA-style:
+   `ceil(ready * value / target)`, where value is per ready replica (window
+   mean). A ratio within `1 +- tolerance` recommends no change. Signals:
+   - queue depth: waiting requests per ready replica vs `target_queue_depth`
+     (for Ollama, which has no engine metrics, the router's in-flight
+     requests are the queue);
+   - running requests per ready replica vs `target_running_requests`
+     (off by default: in the benchmark a target of 12 rescued one run but doubled
+     GPU-hours on another; see bench/README.md);
+   - KV-cache use vs `target_kv_cache_usage` (vLLM);
+   - GPU utilization vs `target_gpu_utilization`, only when the engine has no
+     KV-cache signal (`gpu_util_only_without_kv`): DCGM's GPU_UTIL is the
+     share of time any kernel runs, which is near 100 % as soon as a single
+     sequence decodes, so for vLLM it only over-provisions (see the bench).
+   The recommendation is the maximum over the signals present.
+4. **Starting replicas count as capacity.** The recommendation is an absolute
+   count derived from the ready replicas' load, and it is compared with the
+   Deployment's replicas, which include the starting ones: a queue that the
+   replicas still loading will absorb does not add more.
+5. **Scale-up at once**, or once the recommendation has stayed above the
+   current count for `scale_up_stabilization_s`, to the lowest
+   recommendation seen during that time.
+6. **Scale-down after a delay.** Only after the recommendation has stayed
+   below the current count for `scale_down_delay_s` without interruption,
+   to the highest recommendation seen during that time. Any sample at or
+   above the current count restarts the timer, so alternating load keeps the
+   higher count instead of oscillating.
+7. **Scale to zero** (`min_replicas == 0`): with no waiting, no running and
+   no router in-flight requests the recommendation is 0, and the delay of
+   rule 6 applies. It needs the router signal, since only the router can see
+   a request arrive while no replica exists. At zero replicas, the first
+   request the router holds scales to one at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Targets from `spec.autoscaling` and every tunable of the policy, with their defaults."""
+
+    min_replicas: int = 1
+    max_replicas: int = 4
+    # spec.autoscaling.targetQueueDepth: waiting requests per ready replica.
+    target_queue_depth: float = 5.0
+    # spec.autoscaling.targetGPUUtilization, percent; None turns the signal off.
+    target_gpu_utilization: float | None = 80.0
+    # spec.autoscaling.targetKVCacheUsage, 0..1 (vLLM only); None turns the signal off.
+    target_kv_cache_usage: float | None = 0.8
+    # Running requests per ready replica; None (default) turns the signal off.
+    target_running_requests: float | None = None
+    # spec.autoscaling.scaleUpStabilizationSeconds
+    scale_up_stabilization_s: float = 0.0
+    # spec.autoscaling.scaleDownDelaySeconds
+    scale_down_delay_s: float = 300.0
+    # A value/target ratio within 1 +- tolerance asks for no change (Kubernetes HPA uses 0.1).
+    tolerance: float = 0.1
+    # Samples averaged per decision, counted back from the newest one.
+    window_s: float = 30.0
+    # Newest sample older than this: hold (four 15 s scrapes).
+    stale_after_s: float = 60.0
+    # Ignore GPU utilization when a KV-cache signal is present (see the module docstring).
+    gpu_util_only_without_kv: bool = True
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One scrape, aggregated over the ready replicas; None = not available."""
+
+    timestamp: float
+    ready_replicas: int
+    starting_replicas: int = 0
+    waiting_requests: float | None = None  # sum over ready replicas
+    running_requests: float | None = None  # sum over ready replicas
+    kv_cache_usage: float | None = None  # mean over ready replicas, 0..1
+    gpu_utilization: float | None = None  # mean over the replicas' GPUs, percent
+    router_in_flight: float | None = None  # requests the router holds or forwards
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    """What the policy remembers between calls; start with `ScalerState(replicas=N)`."""
+
+    replicas: int
+    last_scale_time: float | None = None
+    low_demand_since: float | None = None
+    low_demand_peak: int = 0  # highest recommendation while demand stayed below `replicas`
+    high_demand_since: float | None = None
+    high_demand_floor: int = 0  # lowest recommendation while demand stayed above `replicas`
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired_replicas: int
+    reason: str  # for status.scaleReason and the scale Event
+    state: ScalerState
+    scaled: bool = False  # True when desired_replicas differs from the previous count
+    held: bool = False  # True when metrics were missing or stale
+    hold_reason: str = ""
+
+
+@dataclass(frozen=True)
+class _Recommendation:
+    replicas: int
+    reason: str
+
+
+def decide(history: Sequence[Sample], state: ScalerState, config: PolicyConfig, now: float) -> Decision:
+    """Desired replicas from the recent samples; pure and deterministic."""
+    current = state.replicas
+    bounded = min(max(current, config.min_replicas), config.max_replicas)
+    if bounded != current:
+        reason = f"replicas {current} outside bounds {config.min_replicas}..{config.max_replicas}"
+        return _scale(state, bounded, reason, now)
+
+    window = _fresh_window(history, config)
+    if not window:
+        return _hold(state, "no metric samples")
+    newest = window[-1]
+    age = now - newest.timestamp
+    if age > config.stale_after_s:
+        return _hold(state, f"metrics stale: newest sample {age:.0f} s old > {config.stale_after_s:.0f} s")
+
+    if current == 0:
+        return _from_zero(window, state, config, now)
+    if newest.ready_replicas == 0:
+        return _unchanged(state, f"waiting for {newest.starting_replicas} starting replicas to be ready")
+
+    recommendation = _recommend(window, current, config)
+    if recommendation is None:
+        return _hold(state, "no demand signal in the metrics (queue, KV cache, GPU utilization)")
+    if recommendation.replicas < current and _queue_signal_missing(window):
+        return _hold(state, "queue metric missing: not scaling down on partial data")
+    return _apply_timers(state, recommendation, config, now)
+
+
+def _fresh_window(history: Sequence[Sample], config: PolicyConfig) -> list[Sample]:
+    if not history:
+        return []
+    ordered = sorted(history, key=lambda sample: sample.timestamp)
+    start = ordered[-1].timestamp - config.window_s
+    return [sample for sample in ordered if sample.timestamp >= start]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [value for value in values if value is not None]
+    return sum(present) / len(present) if present else None
+
+
+def _queue_total(window: Sequence[Sample]) -> float | None:
+    """Waiting requests; the router's in-flight requests when the engine exports no queue (Ollama)."""
+    waiting = _mean([sample.waiting_requests for sample in window])
+    return waiting if waiting is not None else _mean([sample.router_in_flight for sample in window])
+
+
+def _queue_signal_missing(window: Sequence[Sample]) -> bool:
+    return _queue_total(window) is None
+
+
+def _ratio_replicas(ready: int, value: float, target: float, tolerance: float) -> int:
+    ratio = value / target
+    if abs(ratio - 1.0) <= tolerance:
+        return ready
+    return math.ceil(ready * ratio - 1e-9)
+
+
+def _signal_recommendations(window: Sequence[Sample], config: PolicyConfig) -> list[_Recommendation]:
+    ready = window[-1].ready_replicas
+    found: list[_Recommendation] = []
+    tol = config.tolerance
+
+    queue = _queue_total(window)
+    if queue is not None:
+        replicas = _ratio_replicas(ready, queue / ready, config.target_queue_depth, tol)
+        relation = ">" if replicas > ready else "<=" if replicas == ready else "<"
+        found.append(
+            _Recommendation(
+                replicas, f"queue depth {queue:.1f} {relation} target {config.target_queue_depth:g} x {ready} replicas"
+            )
+        )
+
+    running = _mean([sample.running_requests for sample in window])
+    if running is not None and config.target_running_requests:
+        replicas = _ratio_replicas(ready, running / ready, config.target_running_requests, tol)
+        found.append(
+            _Recommendation(
+                replicas,
+                f"running requests {running:.1f} vs target {config.target_running_requests:g} x {ready} replicas",
+            )
+        )
+
+    kv = _mean([sample.kv_cache_usage for sample in window])
+    if kv is not None and config.target_kv_cache_usage:
+        replicas = _ratio_replicas(ready, kv, config.target_kv_cache_usage, tol)
+        found.append(_Recommendation(replicas, f"kv-cache usage {kv:.2f} vs target {config.target_kv_cache_usage:g}"))
+
+    gpu = _mean([sample.gpu_utilization for sample in window])
+    gpu_allowed = kv is None or not config.gpu_util_only_without_kv
+    if gpu is not None and config.target_gpu_utilization and gpu_allowed:
+        replicas = _ratio_replicas(ready, gpu, config.target_gpu_utilization, tol)
+        found.append(
+            _Recommendation(replicas, f"gpu utilization {gpu:.0f}% vs target {config.target_gpu_utilization:g}%")
+        )
+    return found
+
+
+def _no_traffic(window: Sequence[Sample]) -> bool:
+    """True when no sample shows a waiting, running or router in-flight request; needs the router signal."""
+    if any(sample.router_in_flight is None for sample in window):
+        return False
+    return all(
+        not sample.waiting_requests and not sample.running_requests and not sample.router_in_flight for sample in window
+    )
+
+
+def _recommend(window: Sequence[Sample], current: int, config: PolicyConfig) -> _Recommendation | None:
+    found = _signal_recommendations(window, config)
+    if not found:
+        return None
+    best = max(found, key=lambda recommendation: recommendation.replicas)
+    floor = 0 if config.min_replicas == 0 and _no_traffic(window) else max(config.min_replicas, 1)
+    replicas = min(max(best.replicas, floor), config.max_replicas)
+    if replicas == 0:
+        return _Recommendation(0, "no traffic: no waiting, running or router in-flight requests")
+    if replicas == config.max_replicas and best.replicas > config.max_replicas:
+        return _Recommendation(replicas, f"{best.reason} (capped at maxReplicas {config.max_replicas})")
+    return _Recommendation(replicas, best.reason)
+
+
+def _from_zero(window: Sequence[Sample], state: ScalerState, config: PolicyConfig, now: float) -> Decision:
+    in_flight = window[-1].router_in_flight
+    if in_flight is None:
+        return _hold(state, "router metric missing: cannot see requests while scaled to zero")
+    if in_flight > 0:
+        return _scale(state, max(1, config.min_replicas), f"router holds {in_flight:g} requests: scale from zero", now)
+    return _unchanged(state, "scaled to zero: no requests at the router")
+
+
+def _apply_timers(state: ScalerState, rec: _Recommendation, config: PolicyConfig, now: float) -> Decision:
+    current = state.replicas
+    if rec.replicas > current:
+        since = state.high_demand_since if state.high_demand_since is not None else now
+        floor = min(state.high_demand_floor, rec.replicas) if state.high_demand_since is not None else rec.replicas
+        if now - since >= config.scale_up_stabilization_s:
+            return _scale(state, floor, rec.reason, now)
+        waiting = replace(
+            state, high_demand_since=since, high_demand_floor=floor, low_demand_since=None, low_demand_peak=0
+        )
+        return _unchanged(
+            waiting, f"{rec.reason}; scale-up stabilizing {now - since:.0f}/{config.scale_up_stabilization_s:.0f} s"
+        )
+    if rec.replicas < current:
+        since = state.low_demand_since if state.low_demand_since is not None else now
+        peak = max(state.low_demand_peak, rec.replicas) if state.low_demand_since is not None else rec.replicas
+        if now - since >= config.scale_down_delay_s:
+            return _scale(state, peak, f"{rec.reason}; demand below {current} replicas for {now - since:.0f} s", now)
+        waiting = replace(
+            state, low_demand_since=since, low_demand_peak=peak, high_demand_since=None, high_demand_floor=0
+        )
+        return _unchanged(
+            waiting,
+            f"{rec.reason}; demand below {current} replicas for {now - since:.0f}/{config.scale_down_delay_s:.0f} s",
+        )
+    return _unchanged(_reset_timers(state), rec.reason)
+
+
+def _reset_timers(state: ScalerState) -> ScalerState:
+    return replace(state, low_demand_since=None, low_demand_peak=0, high_demand_since=None, high_demand_floor=0)
+
+
+def _scale(state: ScalerState, replicas: int, reason: str, now: float) -> Decision:
+    if replicas == state.replicas:
+        return _unchanged(_reset_timers(state), reason)
+    new_state = ScalerState(replicas=replicas, last_scale_time=now)
+    return Decision(desired_replicas=replicas, reason=reason, state=new_state, scaled=True)
+
+
+def _unchanged(state: ScalerState, reason: str) -> Decision:
+    return Decision(desired_replicas=state.replicas, reason=reason, state=state)
+
+
+def _hold(state: ScalerState, why: str) -> Decision:
+    held_state = _reset_timers(state)
+    return Decision(
+        desired_replicas=state.replicas,
+        reason=f"holding {state.replicas} replicas: {why}",
+        state=held_state,
+        held=True,
+        hold_reason=why,
+    )
