@@ -1,0 +1,55 @@
+"""The LLMService API: pydantic models, cross-field rules, CRD generation and offline validation."""
+
+from llm_operator.api.models import (
+    API_VERSION,
+    Autoscaling,
+    Condition,
+    EnvVar,
+    Fallback,
+    LLMService,
+    LLMServiceSpec,
+    LLMServiceStatus,
+    Model,
+    ObjectMeta,
+    Quantization,
+    Resources,
+    Router,
+    SecretKeyRef,
+    Serving,
+    Storage,
+    Toleration,
+    effective_tensor_parallel_size,
+    served_name,
+)
+from llm_operator.api.quantity import parse_parameter_count, parse_quantity, quantity_bytes
+from llm_operator.api.rules import Rule
+from llm_operator.api.validation import Problem, validate_documents, validate_files
+
+__all__ = [
+    "API_VERSION",
+    "Autoscaling",
+    "Condition",
+    "EnvVar",
+    "Fallback",
+    "LLMService",
+    "LLMServiceSpec",
+    "LLMServiceStatus",
+    "Model",
+    "ObjectMeta",
+    "Problem",
+    "Quantization",
+    "Resources",
+    "Router",
+    "Rule",
+    "SecretKeyRef",
+    "Serving",
+    "Storage",
+    "Toleration",
+    "effective_tensor_parallel_size",
+    "parse_parameter_count",
+    "parse_quantity",
+    "quantity_bytes",
+    "served_name",
+    "validate_documents",
+    "validate_files",
+]

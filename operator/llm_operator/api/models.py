@@ -1,0 +1,680 @@
+"""LLMService v1alpha1: the pydantic models are the single source of truth of the API.
+
+Descriptions, defaults, enums and bounds here become the CRD schema (`crd.py`), and each
+model's `rules` become its CEL `x-kubernetes-validations` and the offline checks
+(`validation.py`). Field names follow the contract in camelCase through aliases; Python code
+uses the snake_case attribute names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from llm_operator import GROUP, KIND, VERSION
+from llm_operator.api.quantity import PARAMETER_COUNT_PATTERN, Quantity, parse_parameter_count
+from llm_operator.api.rules import Rule, Value
+
+Engine = Literal["vllm", "tgi", "ollama"]
+QuantizationMethod = Literal["none", "awq", "gptq", "bitsandbytes", "fp8", "gguf"]
+RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2"]
+AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+
+# Kubernetes object that passes through to the pod untouched; typed as "any object".
+KubernetesObject = Annotated[
+    dict[str, Any], WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+]
+
+# Names that Kubernetes itself validates; the patterns catch typos before the pod is built.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+GGUF_VARIANT = r"^[A-Za-z0-9_]+$"
+
+MAX_FALLBACKS = 8
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def _add_cel_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    rules: tuple[Rule, ...] = getattr(model, "rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.to_cel() for rule in rules]
+
+
+class SpecModel(BaseModel):
+    """A part of the spec: camelCase aliases, unknown fields rejected, types as strict as the apiserver."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        strict=True,  # "8" is not an integer for the apiserver, so not for us either
+        json_schema_extra=_add_cel_rules,
+    )
+    rules: ClassVar[tuple[Rule, ...]] = ()
+
+
+def _sub_object(model: type[BaseModel], description: str) -> Any:
+    """A nested object that is always present, defaulted to `{}` so its own defaults apply."""
+    return Field(default_factory=model, description=description, json_schema_extra={"default": {}})
+
+
+# --- references and Kubernetes pass-through types ---------------------------------------------
+
+
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the LLMService's namespace. The value is only ever referenced
+    (env valueFrom.secretKeyRef), never copied into ConfigMaps, arguments, logs or status."""
+
+    name: str = Field(
+        min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="Name of the Secret, in the same namespace as the LLMService.",
+    )
+    key: str = Field(
+        min_length=1, max_length=253, pattern=SECRET_KEY,
+        description="Key inside the Secret whose value is used.",
+    )
+
+
+class EnvVar(SpecModel):
+    """A container environment variable, as in a Pod spec."""
+
+    name: str = Field(min_length=1, max_length=253, description="Name of the environment variable.")
+    value: str | None = Field(
+        default=None, max_length=32768, description="Literal value. Mutually exclusive with valueFrom."
+    )
+    value_from: KubernetesObject | None = Field(
+        default=None,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef), "
+        "passed to the Pod unchanged.",
+    )
+
+
+class Toleration(SpecModel):
+    """A Pod toleration, passed to the engine Pods unchanged."""
+
+    key: str | None = Field(
+        default=None, max_length=316, description="Taint key; empty with Exists matches all."
+    )
+    operator: Literal["Exists", "Equal"] | None = Field(
+        default=None, description="Exists or Equal (Kubernetes' default: Equal)."
+    )
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match with Equal.")
+    effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to match; empty matches all effects."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="For NoExecute: how long the Pod stays bound after the taint appears."
+    )
+
+
+# --- spec -----------------------------------------------------------------------------------
+
+
+class Model(SpecModel):
+    """The model to serve."""
+
+    name: str = Field(
+        min_length=1, max_length=512,
+        description="Required. The model to serve: a Hugging Face repo id "
+        "(meta-llama/Llama-3.1-8B-Instruct) for vllm and tgi, or an Ollama tag (qwen2.5:7b-instruct-q4_K_M) "
+        "for ollama. vLLM: the model argument of `vllm serve`; TGI: --model-id; Ollama: pulled with "
+        "`ollama pull` before the Pod is Ready.",
+    )
+    served_name: str | None = Field(
+        default=None, max_length=253,
+        description="The name clients send as \"model\" in OpenAI-style requests. vLLM: "
+        "--served-model-name; TGI and Ollama: the router's alias. Default: the LLMService's metadata.name.",
+    )
+    revision: str | None = Field(
+        default=None, max_length=253,
+        description="Hugging Face revision (branch, tag or commit) to pin. vLLM and TGI: --revision; "
+        "ignored by ollama. Empty or unset: the repository's default branch.",
+    )
+    parameters: str | None = Field(
+        default=None, max_length=32, pattern=PARAMETER_COUNT_PATTERN,
+        description="Total parameter count with an optional K, M, B or T suffix (109B, 8B, 1.5B, 500M). "
+        "Optional; with a GPU memory size (resources.gpuMemory or a known gpuProduct) it enables the fit "
+        "check, which refuses a spec whose weights cannot fit before any GPU is claimed.",
+    )
+    token_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding a Hugging Face token for gated or private models; becomes the "
+        "HF_TOKEN environment variable (vllm and tgi).",
+    )
+
+    def parameter_count(self) -> float | None:
+        """`parameters` as a number (1.09e11 for 109B), or None when not given."""
+        return parse_parameter_count(self.parameters) if self.parameters else None
+
+
+class Quantization(SpecModel):
+    """How the weights are quantized. The checkpoint must already be quantized this way,
+    except bitsandbytes and fp8, which vLLM and TGI can apply while loading."""
+
+    method: QuantizationMethod = Field(
+        default="none",
+        description="none | awq | gptq | bitsandbytes | fp8 | gguf. vLLM: --quantization <method>; "
+        "TGI: --quantize <method> (bitsandbytes with bits 4 becomes bitsandbytes-nf4); Ollama: only none "
+        "(the tag's own quantization) or gguf. TGI cannot load gguf. Default: none (16-bit weights).",
+    )
+    bits: int | None = Field(
+        default=None, ge=1, le=8,
+        description="Bits per weight. bitsandbytes: 4 (NF4) or 8 (int8), default 8; gguf: the variant's "
+        "bits, default 4. Rejected for other methods, whose checkpoints fix their own precision. Used by "
+        "the fit check.",
+    )
+    variant: str | None = Field(
+        default=None, max_length=32, pattern=GGUF_VARIANT,
+        description="gguf only: the GGUF quantization type, e.g. Q4_K_M or Q8_0. Ollama pulls "
+        "<model.name>:<variant> when model.name has no tag; the fit check reads its bits.",
+    )
+
+    rules = (
+        Rule(
+            field="variant",
+            cel="!has(self.variant) || self.method == 'gguf'",
+            valid=lambda q: q.variant is None or q.method == "gguf",
+            message="variant {variant} is a GGUF quantization type, but quantization.method is {method}: "
+            "set method: gguf, or remove variant",
+            values={"variant": Value("self.variant", lambda q: q.variant),
+                    "method": Value("self.method", lambda q: q.method)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="bits",
+            cel="!has(self.bits) || self.method in ['bitsandbytes', 'gguf']",
+            valid=lambda q: q.bits is None or q.method in ("bitsandbytes", "gguf"),
+            message="bits is only set for method bitsandbytes (4 or 8) or gguf; method {method} uses the "
+            "checkpoint's own precision: remove bits",
+            values={"method": Value("self.method", lambda q: q.method)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="bits",
+            cel="self.method != 'bitsandbytes' || !has(self.bits) || self.bits in [4, 8]",
+            valid=lambda q: q.method != "bitsandbytes" or q.bits in (None, 4, 8),
+            message="bitsandbytes quantizes to 4 bits (NF4) or 8 bits (int8), not {bits}: set bits to 4 or 8",
+            values={"bits": Value("self.bits", lambda q: q.bits)},
+        ),
+    )
+
+
+class Resources(SpecModel):
+    """Compute resources and scheduling of the engine Pods."""
+
+    gpus: int = Field(
+        default=1, ge=0, le=64,
+        description="GPUs per engine Pod, requested as limits <gpuResource>: N. 0 runs on CPU only. "
+        "Also the default tensor parallel size. Default: 1.",
+    )
+    gpu_resource: str = Field(
+        default="nvidia.com/gpu", max_length=253, pattern=RESOURCE_NAME,
+        description="The extended resource that counts GPUs: nvidia.com/gpu, amd.com/gpu, or a MIG profile "
+        "such as nvidia.com/mig-3g.40gb. Default: nvidia.com/gpu.",
+    )
+    gpu_product: str | None = Field(
+        default=None, max_length=63, pattern=LABEL_VALUE,
+        description="GPU model to schedule on, added as nodeSelector nvidia.com/gpu.product (e.g. "
+        "NVIDIA-H100-80GB-HBM3, NVIDIA-GeForce-RTX-4090). Known products also give the fit check their "
+        "memory size. Only with gpus > 0.",
+    )
+    gpu_memory: Quantity | None = Field(
+        default=None,
+        description="Memory of one GPU (80Gi, 24Gi), for the fit check; overrides the size known from "
+        "gpuProduct. Only with gpus > 0.",
+    )
+    cpu: Quantity | None = Field(
+        default=None,
+        description="CPU request of the engine container (e.g. \"8\" or 7500m). No CPU limit is set.",
+    )
+    memory: Quantity | None = Field(
+        default=None,
+        description="Memory request of the engine container (e.g. 64Gi); the limit is set to the same value.",
+    )
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict,
+        description="Node labels the engine Pods require; merged with the gpuProduct selector.",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32,
+        description="Tolerations of the engine Pods. The nvidia.com/gpu NoSchedule toleration is added "
+        "when gpus > 0.",
+    )
+    affinity: KubernetesObject | None = Field(
+        default=None, description="Pod affinity of the engine Pods (a Kubernetes Affinity), passed unchanged."
+    )
+
+    rules = (
+        Rule(
+            field="gpuProduct",
+            cel="self.gpus > 0 || !has(self.gpuProduct) || self.gpuProduct == ''",
+            valid=lambda r: r.gpus > 0 or not r.gpu_product,
+            message="gpuProduct {product} selects a GPU node, but gpus is 0 (CPU only): set gpus to at least "
+            "1, or remove gpuProduct",
+            values={"product": Value("self.gpuProduct", lambda r: r.gpu_product)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="gpuMemory",
+            cel="self.gpus > 0 || !has(self.gpuMemory)",
+            valid=lambda r: r.gpus > 0 or r.gpu_memory is None,
+            message="gpuMemory sizes GPUs for the fit check, but gpus is 0 (CPU only): set gpus to at "
+            "least 1, or remove gpuMemory",
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
+class Serving(SpecModel):
+    """How the engine serves requests. Fields that belong to one engine are rejected for the others."""
+
+    max_model_len: int | None = Field(
+        default=None, ge=1,
+        description="Context length: prompt plus generated tokens per request. vLLM: --max-model-len; "
+        "TGI: --max-total-tokens; Ollama: OLLAMA_CONTEXT_LENGTH. Unset: the engine's default "
+        "(usually the model's full context, which needs the most KV-cache memory).",
+    )
+    max_input_tokens: int | None = Field(
+        default=None, ge=1,
+        description="tgi only: the longest prompt accepted, TGI --max-input-tokens. Must be less than "
+        "maxModelLen. Rejected for vllm and ollama.",
+    )
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1,
+        description="vllm only: the fraction of each GPU's memory vLLM may use for weights and KV cache, "
+        "in (0, 1]; vLLM --gpu-memory-utilization. Unset: vLLM's default 0.9. Rejected for tgi and ollama.",
+    )
+    tensor_parallel_size: int | None = Field(
+        default=None, ge=1, le=64,
+        description="GPUs one model is split across. vLLM: --tensor-parallel-size; TGI: --num-shard; "
+        "ollama: only 1. At most resources.gpus. Default: resources.gpus (1 on CPU).",
+    )
+    enable_prefix_caching: bool | None = Field(
+        default=None,
+        description="vllm only: reuse the KV cache of shared prompt prefixes (a consistent system prompt), "
+        "vLLM --enable-prefix-caching (false: --no-enable-prefix-caching). Unset: the engine's default. "
+        "true is rejected for tgi and ollama.",
+    )
+    max_concurrent_requests: int | None = Field(
+        default=None, ge=1,
+        description="Requests processed at once per replica. vLLM: --max-num-seqs; TGI: "
+        "--max-concurrent-requests; Ollama: OLLAMA_NUM_PARALLEL. Unset: the engine's default.",
+    )
+    extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=list, max_length=64,
+        description="Arguments appended verbatim to the engine's command line, after the generated ones.",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=64,
+        description="Extra environment variables of the engine container (Kubernetes EnvVar list).",
+    )
+
+    rules = (
+        Rule(
+            field="maxInputTokens",
+            cel="!has(self.maxInputTokens) || !has(self.maxModelLen) "
+            "|| self.maxInputTokens < self.maxModelLen",
+            valid=lambda s: s.max_input_tokens is None or s.max_model_len is None
+            or s.max_input_tokens < s.max_model_len,
+            message="maxInputTokens ({input}) must be less than maxModelLen ({total}), which counts prompt "
+            "and generated tokens together: lower maxInputTokens or raise maxModelLen",
+            values={"input": Value("self.maxInputTokens", lambda s: s.max_input_tokens),
+                    "total": Value("self.maxModelLen", lambda s: s.max_model_len)},
+        ),
+    )
+
+
+class Storage(SpecModel):
+    """A PersistentVolumeClaim `<name>-model-cache` that keeps downloaded weights across restarts.
+    Never deleted while the LLMService exists."""
+
+    size: Quantity = Field(
+        description="Required. Size of the model cache, e.g. 200Gi; leave room for the weights."
+    )
+    storage_class_name: str | None = Field(
+        default=None, max_length=253,
+        description="StorageClass of the claim. Empty or unset: the cluster's default StorageClass.",
+    )
+    access_mode: AccessMode = Field(
+        default="ReadWriteOnce",
+        description="Access mode of the claim. ReadWriteMany lets replicas on several nodes share one cache. "
+        "Default: ReadWriteOnce.",
+    )
+
+
+class Autoscaling(SpecModel):
+    """Replica autoscaling on queue depth, GPU utilization and KV-cache use. When enabled, the
+    operator owns the replica count and spec.replicas is ignored."""
+
+    enabled: bool = Field(
+        default=False, description="Scale the engine between minReplicas and maxReplicas. Default: false."
+    )
+    min_replicas: int = Field(
+        default=1, ge=0, le=1000, description="Fewest replicas; 0 allows scale to zero. Default: 1."
+    )
+    max_replicas: int = Field(default=4, ge=1, le=1000, description="Most replicas. Default: 4.")
+    target_queue_depth: float = Field(
+        default=5, gt=0,
+        description="Waiting requests per ready replica to aim for; more waiting requests add replicas. "
+        "Default: 5.",
+    )
+    target_gpu_utilization: int = Field(
+        default=80, ge=1, le=100, alias="targetGPUUtilization",
+        description="GPU utilization to aim for, in percent per GPU. Default: 80.",
+    )
+    target_kv_cache_usage: float = Field(
+        default=0.8, gt=0, le=1, alias="targetKVCacheUsage",
+        description="Fraction of the KV cache in use to aim for, in (0, 1]. Read from vLLM's metrics only; "
+        "ignored for tgi and ollama. Default: 0.8.",
+    )
+    scale_up_stabilization_seconds: int = Field(
+        default=0, ge=0, le=3600,
+        description="How long a higher replica count must be wanted before scaling up. Default: 0.",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300, ge=0, le=86400,
+        description="How long a lower replica count must be wanted before scaling down; model loading is "
+        "slow, so this is long. Default: 300.",
+    )
+
+    rules = (
+        Rule(
+            field="minReplicas",
+            cel="self.minReplicas <= self.maxReplicas",
+            valid=lambda a: a.min_replicas <= a.max_replicas,
+            message="minReplicas ({min}) must not exceed maxReplicas ({max}): lower minReplicas or raise "
+            "maxReplicas",
+            values={"min": Value("self.minReplicas", lambda a: a.min_replicas),
+                    "max": Value("self.maxReplicas", lambda a: a.max_replicas)},
+        ),
+    )
+
+
+class Fallback(SpecModel):
+    """A target the router tries, in order, when the local engine fails: a LiteLLM model
+    (a managed API) or another LLMService in the same namespace."""
+
+    model: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="LiteLLM model string, provider/model (openai/gpt-4o, "
+        "anthropic/claude-3-5-sonnet-latest). Exactly one of model or llmService.",
+    )
+    api_base: str | None = Field(
+        default=None, max_length=2048,
+        description="Base URL of the model's API, for self-hosted or proxied providers. Only with model.",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding the provider's API key. Only with model."
+    )
+    llm_service: str | None = Field(
+        default=None, min_length=1, max_length=253, pattern=DNS_SUBDOMAIN,
+        description="Name of another LLMService in the same namespace. Exactly one of model or llmService.",
+    )
+
+    rules = (
+        Rule(
+            field="model",
+            cel="has(self.model) != has(self.llmService)",
+            valid=lambda f: (f.model is None) != (f.llm_service is None),
+            message="a fallback sets {which}: set exactly one, model (a LiteLLM model string such as "
+            "openai/gpt-4o) or llmService (another LLMService in this namespace)",
+            values={"which": Value(
+                "has(self.model) ? 'both model and llmService' : 'neither model nor llmService'",
+                lambda f: "both model and llmService" if f.model is not None
+                else "neither model nor llmService",
+            )},
+        ),
+        Rule(
+            field="apiKeySecretRef",
+            cel="!has(self.llmService) "
+            "|| (!has(self.apiKeySecretRef) && (!has(self.apiBase) || self.apiBase == ''))",
+            valid=lambda f: f.llm_service is None or (f.api_key_secret_ref is None and not f.api_base),
+            message="apiKeySecretRef and apiBase configure a model fallback, but this fallback is llmService "
+            "{service}, reached inside the cluster: remove them, or use model instead of llmService",
+            values={"service": Value("self.llmService", lambda f: f.llm_service)},
+            reason="FieldValueForbidden",
+        ),
+    )
+
+
+class Router(SpecModel):
+    """The LiteLLM proxy in front of the engine (`<name>-router`, port 4000): the user-facing
+    OpenAI-compatible endpoint, with retries and fallbacks."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Deploy the router. false: clients call the engine Service directly. Default: true.",
+    )
+    image: str | None = Field(
+        default=None, max_length=512,
+        description="Overrides the LiteLLM image. Empty or unset: the operator's default.",
+    )
+    replicas: int = Field(default=1, ge=1, le=100, description="Router replicas. Default: 1.")
+    routing_strategy: RoutingStrategy = Field(
+        default="least-busy",
+        description="LiteLLM routing strategy: simple-shuffle | least-busy | latency-based-routing | "
+        "usage-based-routing-v2. Default: least-busy.",
+    )
+    timeout_seconds: int = Field(
+        default=600, ge=1, le=86400, description="Timeout of one request, in seconds. Default: 600."
+    )
+    num_retries: int = Field(
+        default=2, ge=0, le=10, description="Retries of a failed request before falling back. Default: 2."
+    )
+    master_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the router's master key (clients send it as the API key). "
+        "Unset: the operator generates the Secret <name>-router-key.",
+    )
+    fallbacks: list[Fallback] = Field(
+        default_factory=list, max_length=MAX_FALLBACKS,
+        description=f"Targets tried in order when the local engine fails (at most {MAX_FALLBACKS}).",
+    )
+
+
+TENSOR_PARALLEL_SIZE = Value("self.serving.tensorParallelSize", lambda s: s.serving.tensor_parallel_size)
+
+
+class LLMServiceSpec(SpecModel):
+    """The desired state of an LLMService: one model, served by one engine, behind a LiteLLM router."""
+
+    engine: Engine = Field(
+        description="Required. The inference server: vllm (vllm/vllm-openai), tgi "
+        "(ghcr.io/huggingface/text-generation-inference) or ollama (ollama/ollama).",
+    )
+    image: str | None = Field(
+        default=None, max_length=512,
+        description="Overrides the engine image (e.g. a pinned tag or a ROCm build). Empty or unset: the "
+        "operator's default for the engine.",
+    )
+    model: Model = Field(description="Required. The model to serve.")
+    quantization: Quantization = _sub_object(Quantization, "How the weights are quantized. Default: none.")
+    resources: Resources = _sub_object(Resources, "GPUs, CPU, memory and scheduling of the engine Pods.")
+    serving: Serving = _sub_object(Serving, "Engine settings: context length, parallelism, batching, extras.")
+    storage: Storage | None = Field(
+        default=None,
+        description="A persistent model cache (PersistentVolumeClaim <name>-model-cache). Unset: an "
+        "emptyDir, so every new Pod downloads the weights again.",
+    )
+    replicas: int = Field(
+        default=1, ge=0, le=1000,
+        description="Engine replicas when autoscaling is off; the target of `kubectl scale`. Default: 1.",
+    )
+    autoscaling: Autoscaling = _sub_object(Autoscaling, "Replica autoscaling. Default: off.")
+    router: Router = _sub_object(Router, "The LiteLLM router in front of the engine. Default: on.")
+
+    # Rules that read both spec.engine and a nested field sit here, on the smallest common object.
+    rules = (
+        Rule(
+            field="quantization.method",
+            cel="self.engine != 'ollama' || !has(self.quantization) "
+            "|| self.quantization.method in ['none', 'gguf']",
+            valid=lambda s: s.engine != "ollama" or s.quantization.method in ("none", "gguf"),
+            message="engine ollama serves GGUF models only, so quantization.method {method} cannot be used: "
+            "set method to gguf (or none for the tag's own quantization), or use engine vllm",
+            values={"method": Value("self.quantization.method", lambda s: s.quantization.method)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="quantization.method",
+            cel="self.engine != 'tgi' || !has(self.quantization) || self.quantization.method != 'gguf'",
+            valid=lambda s: s.engine != "tgi" or s.quantization.method != "gguf",
+            message="engine tgi cannot load GGUF models (quantization.method gguf): use engine vllm or "
+            "ollama for GGUF, or an awq, gptq, fp8 or bitsandbytes checkpoint with tgi",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="serving.maxInputTokens",
+            cel="self.engine == 'tgi' || !has(self.serving) || !has(self.serving.maxInputTokens)",
+            valid=lambda s: s.engine == "tgi" or s.serving.max_input_tokens is None,
+            message="serving.maxInputTokens is a tgi setting, not supported by engine {engine}: remove it "
+            "(serving.maxModelLen bounds prompt plus output), or use engine tgi",
+            values={"engine": Value("self.engine", lambda s: s.engine)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="serving.gpuMemoryUtilization",
+            cel="self.engine == 'vllm' || !has(self.serving) || !has(self.serving.gpuMemoryUtilization)",
+            valid=lambda s: s.engine == "vllm" or s.serving.gpu_memory_utilization is None,
+            message="serving.gpuMemoryUtilization is a vllm setting, not supported by engine {engine}: "
+            "remove it, or use engine vllm",
+            values={"engine": Value("self.engine", lambda s: s.engine)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="serving.enablePrefixCaching",
+            cel="self.engine == 'vllm' || !has(self.serving) || !has(self.serving.enablePrefixCaching) "
+            "|| !self.serving.enablePrefixCaching",
+            valid=lambda s: s.engine == "vllm" or not s.serving.enable_prefix_caching,
+            message="serving.enablePrefixCaching: true is a vllm setting, not supported by engine {engine}: "
+            "remove it, or use engine vllm",
+            values={"engine": Value("self.engine", lambda s: s.engine)},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="serving.tensorParallelSize",
+            cel="self.engine != 'ollama' || !has(self.serving) || !has(self.serving.tensorParallelSize) "
+            "|| self.serving.tensorParallelSize <= 1",
+            valid=lambda s: s.engine != "ollama" or (s.serving.tensor_parallel_size or 1) <= 1,
+            message="engine ollama cannot split a model across GPUs, so serving.tensorParallelSize must be "
+            "1, not {size}: remove it, or use engine vllm or tgi for tensor parallelism",
+            values={"size": TENSOR_PARALLEL_SIZE},
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            field="serving.tensorParallelSize",
+            cel="!has(self.serving) || !has(self.serving.tensorParallelSize) || !has(self.resources) "
+            "|| self.resources.gpus == 0 || self.serving.tensorParallelSize <= self.resources.gpus",
+            valid=lambda s: s.serving.tensor_parallel_size is None or s.resources.gpus == 0
+            or s.serving.tensor_parallel_size <= s.resources.gpus,
+            message="serving.tensorParallelSize ({size}) splits the model across more GPUs than "
+            "resources.gpus ({gpus}) gives each Pod: raise resources.gpus or lower tensorParallelSize",
+            values={"size": TENSOR_PARALLEL_SIZE,
+                    "gpus": Value("self.resources.gpus", lambda s: s.resources.gpus)},
+        ),
+    )
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+class StatusModel(BaseModel):
+    """Status is written by the operator; tolerate what older or newer operators wrote."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
+class Condition(StatusModel):
+    """A kstatus-style condition: Ready, Reconciling, Stalled, ModelFits, RouterReady."""
+
+    type: str = Field(
+        max_length=316, description="Condition type: Ready, Reconciling, Stalled, ModelFits, RouterReady."
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str | None = Field(default=None, max_length=1024, description="One CamelCase word for machines.")
+    message: str | None = Field(default=None, max_length=32768, description="What happened, for people.")
+    last_transition_time: DateTime | None = Field(default=None, description="When status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the condition was computed for."
+    )
+
+
+class LLMServiceStatus(StatusModel):
+    """The observed state, written by the operator (kstatus-compatible)."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this status describes."
+    )
+    phase: Phase | None = Field(
+        default=None, description="Summary for people: Pending | Progressing | Ready | Degraded | Failed."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Reconciling, Stalled, ModelFits (with the fit check's numbers) and RouterReady.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    replicas: int | None = Field(
+        default=None, ge=0, description="Engine Pods that exist (scale subresource)."
+    )
+    ready_replicas: int | None = Field(default=None, ge=0, description="Engine Pods that are ready.")
+    desired_replicas: int | None = Field(default=None, ge=0, description="Replicas the autoscaler wants.")
+    ready: str | None = Field(
+        default=None, max_length=32,
+        description="readyReplicas/replicas as text (\"2/3\"), for the READY column of kubectl get.",
+    )
+    selector: str | None = Field(
+        default=None,
+        description="Label selector of the engine Pods (scale subresource, for HPA and kubectl).",
+    )
+    endpoint: str | None = Field(
+        default=None, description="OpenAI-compatible base URL for clients, e.g. http://<name>-router.<ns>.svc:4000/v1."
+    )
+    last_scale_time: DateTime | None = Field(default=None, description="When the replica count last changed.")
+    scale_reason: str | None = Field(default=None, description="Why the replica count last changed.")
+
+
+# --- the object -----------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata the operator reads; the rest passes through."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="allow")
+
+    name: str | None = None
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class LLMService(BaseModel):
+    """An LLMService: serve one large language model with vLLM, TGI or Ollama behind a LiteLLM router."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    api_version: str = Field(default=API_VERSION, alias="apiVersion")
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: LLMServiceSpec
+    status: LLMServiceStatus | None = None
+
+
+# --- defaults that depend on other fields -----------------------------------------------------
+
+
+def served_name(service: LLMService) -> str:
+    """The name clients send as "model": spec.model.servedName, else metadata.name."""
+    return service.spec.model.served_name or service.metadata.name or ""
+
+
+def effective_tensor_parallel_size(spec: LLMServiceSpec) -> int:
+    """serving.tensorParallelSize, else resources.gpus (1 on CPU)."""
+    return spec.serving.tensor_parallel_size or max(spec.resources.gpus, 1)

@@ -1,0 +1,59 @@
+"""vLLM (`vllm serve`): flags from https://docs.vllm.ai/en/stable/cli/serve.html."""
+
+from __future__ import annotations
+
+from llm_operator.api.models import LLMService, effective_tensor_parallel_size, served_name
+from llm_operator.engines.base import EngineContainer, flag, hf_token_env, user_env
+
+IMAGE = "vllm/vllm-openai:v0.32.0"
+PORT = 8000
+CACHE_PATH = "/model-cache"
+
+
+def args(service: LLMService) -> list[str]:
+    spec = service.spec
+    serving = spec.serving
+    method = spec.quantization.method
+    result = [
+        spec.model.name,
+        "--served-model-name", served_name(service),
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+        *flag("--revision", spec.model.revision),
+        *flag("--quantization", None if method == "none" else method),
+        *flag("--max-model-len", serving.max_model_len),
+        *flag("--gpu-memory-utilization", serving.gpu_memory_utilization),
+        "--tensor-parallel-size", str(effective_tensor_parallel_size(spec)),
+        *flag("--max-num-seqs", serving.max_concurrent_requests),
+    ]
+    if serving.enable_prefix_caching is True:
+        result.append("--enable-prefix-caching")
+    elif serving.enable_prefix_caching is False:
+        result.append("--no-enable-prefix-caching")
+    return result + list(serving.extra_args)
+
+
+def container(service: LLMService) -> EngineContainer:
+    env = [
+        # Weights, compiled graphs and the home directory all live on the model cache, so a
+        # restarted Pod with a PersistentVolumeClaim neither downloads nor recompiles.
+        {"name": "HF_HOME", "value": f"{CACHE_PATH}/huggingface"},
+        {"name": "VLLM_CACHE_ROOT", "value": f"{CACHE_PATH}/vllm"},
+        {"name": "HOME", "value": f"{CACHE_PATH}/home"},
+        {"name": "VLLM_NO_USAGE_STATS", "value": "1"},
+        *hf_token_env(service),
+        *user_env(service),
+    ]
+    gpus = service.spec.resources.gpus
+    return EngineContainer(
+        image=service.spec.image or IMAGE,
+        command=["vllm", "serve"],
+        args=args(service),
+        env=env,
+        port=PORT,
+        health_path="/health",
+        cache_mount_path=CACHE_PATH,
+        metrics_path="/metrics",
+        # Tensor parallel workers exchange tensors through shared memory.
+        shm_size_limit="" if gpus > 1 else None,
+    )

@@ -1,0 +1,96 @@
+"""The operator's decision for one LLMService, without a cluster: is the spec acceptable,
+does the model fit, and which objects express it. `render` and the handlers both call it."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from llm_operator.api.models import LLMService, LLMServiceSpec, effective_tensor_parallel_size
+from llm_operator.api.quantity import quantity_bytes
+from llm_operator.api.validation import validate_documents
+from llm_operator.engines import engine_problems
+from llm_operator.fit import FitInput, FitResult, check_fit, ollama_tag_variant
+from llm_operator.resources import desired_objects
+from llm_operator.resources.common import SKIP_FIT_CHECK_ANNOTATION
+from llm_operator.resources.router import router_endpoint
+from llm_operator.resources.service import engine_url
+
+# Engines' own defaults for the share of GPU memory they use, when the spec sets none.
+DEFAULT_MEMORY_UTILIZATION = {"vllm": 0.9, "tgi": 0.9, "ollama": 0.9}
+
+
+@dataclass(frozen=True)
+class Plan:
+    service: LLMService | None
+    problems: list[str] = field(default_factory=list)
+    fit: FitResult | None = None
+    objects: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def deploy(self) -> bool:
+        return bool(self.objects)
+
+
+def fit_input(spec: LLMServiceSpec) -> FitInput:
+    resources = spec.resources
+    method, variant = spec.quantization.method, spec.quantization.variant
+    if spec.engine == "ollama" and method in ("none", "gguf") and not variant:
+        # Ollama serves GGUF only: "none" means the tag's own quantization, not 16-bit weights.
+        method, variant = "gguf", ollama_tag_variant(spec.model.name)
+    return FitInput(
+        parameters=spec.model.parameter_count(),
+        method=method,
+        bits=spec.quantization.bits,
+        variant=variant,
+        # Weights are sharded over the tensor-parallel group; GPUs beyond it hold no weights.
+        gpus=min(resources.gpus, effective_tensor_parallel_size(spec)) if resources.gpus else 0,
+        gpu_memory_bytes=quantity_bytes(resources.gpu_memory) if resources.gpu_memory else None,
+        gpu_product=resources.gpu_product,
+        memory_utilization=spec.serving.gpu_memory_utilization or DEFAULT_MEMORY_UTILIZATION[spec.engine],
+        engine=spec.engine,
+    )
+
+
+def endpoint(service: LLMService) -> str:
+    """status.endpoint: the router when it is enabled, else the engine Service."""
+    if service.spec.router.enabled:
+        return router_endpoint(service)
+    return f"{engine_url(service)}/v1"
+
+
+def make_plan(
+    body: dict[str, Any],
+    uid: str | None,
+    autoscaled_replicas: int | None = None,
+    fallback_services: Mapping[str, LLMService] | None = None,
+    existing_secrets: Collection[str] | None = None,
+) -> Plan:
+    """`body` is the LLMService as the apiserver returns it (status is ignored). `fallback_services`
+    and `existing_secrets` are what the router's fallbacks can use (see resources.router)."""
+    manifest = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
+    manifest["metadata"] = {
+        key: body.get("metadata", {}).get(key)
+        for key in ("name", "namespace", "labels", "annotations")
+        if body.get("metadata", {}).get(key) is not None
+    }
+    problems = [f"{p.field}: {p.message}" for p in validate_documents([manifest])]
+    if problems:
+        return Plan(service=None, problems=problems)
+    try:
+        service = LLMService.model_validate(manifest)
+    except ValidationError as error:  # validate_documents reports these; belt and braces
+        return Plan(service=None, problems=[str(error)])
+    problems = engine_problems(service)
+    if problems:
+        return Plan(service=None, problems=problems)
+    fit = check_fit(fit_input(service.spec))
+    skip = service.metadata.annotations.get(SKIP_FIT_CHECK_ANNOTATION) == "true"
+    if not fit.fits and not skip:
+        return Plan(service=service, fit=fit)
+    return Plan(service=service, fit=fit, objects=desired_objects(
+        service, uid, autoscaled_replicas, fallback_services, existing_secrets
+    ))
