@@ -1,0 +1,296 @@
+"""The router's objects: ConfigMap, master-key Secret, Deployment and Service `<name>-router`.
+
+All builders are pure. What the reconcile handler must read and do around them:
+
+- Reads: the LLMServices that spec.router.fallbacks names (same namespace) -> `fallback_services`; which
+  referenced Secrets exist (names only: fallbacks' apiKeySecretRef and masterKeySecretRef; never read
+  their values) -> `existing_secrets`; the `<name>-router` Deployment's status for readiness.
+- The generated master key (`<name>-router-key`, only without masterKeySecretRef) is created once:
+  `generate_master_key()` then `build_router_secret(...)`, applied ONLY when the Secret does not exist
+  (create, and treat 409 AlreadyExists as done). It is never patched, so it never rotates.
+- Status: `router_status(missing, ready, wanted)` gives the RouterReady condition; `status.endpoint` is
+  `router_endpoint(service)`.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import yaml
+
+from llm_operator.api.models import LLMService, SecretKeyRef
+from llm_operator.resources.common import (
+    CONFIG_HASH_ANNOTATION,
+    ROUTER_COMPONENT,
+    config_hash,
+    metadata,
+    selector_labels,
+)
+from llm_operator.resources.common import labels as common_labels
+from llm_operator.router.config import MASTER_KEY_ENV, included_key_envs, litellm_config, missing_references
+
+# The newest LiteLLM whose `litellm[proxy]` resolves from PyPI here; hack/install-litellm.sh installs the
+# same version for the e2e tests. Never 1.82.7 or 1.82.8 (published compromised on PyPI).
+LITELLM_VERSION = "1.108.7"
+# The non-root variant (USER nobody, UI pre-built under /var/lib/litellm/ui), signed with cosign.
+IMAGE = f"ghcr.io/berriai/litellm-non_root:v{LITELLM_VERSION}"
+PORT = 4000
+CONFIG_DIR = "/etc/litellm"
+CONFIG_FILE = "config.yaml"
+CONFIG_VOLUME = "config"
+TMP_VOLUME = "tmp"
+CACHE_VOLUME = "cache"
+RUN_AS_USER = 65534  # nobody, the image's own user
+GENERATED_KEY = "key"  # the key of the generated Secret's data
+
+
+def router_name(service: LLMService) -> str:
+    return f"{service.metadata.name}-router"
+
+
+def master_key_secret_name(service: LLMService) -> str:
+    return f"{service.metadata.name}-router-key"
+
+
+def master_key_ref(service: LLMService) -> SecretKeyRef:
+    """spec.router.masterKeySecretRef, else the generated Secret."""
+    ref = service.spec.router.master_key_secret_ref
+    return ref or SecretKeyRef(name=master_key_secret_name(service), key=GENERATED_KEY)
+
+
+def router_endpoint(service: LLMService) -> str:
+    """status.endpoint: the OpenAI-compatible base URL clients use."""
+    return f"http://{router_name(service)}.{service.metadata.namespace}.svc:{PORT}/v1"
+
+
+def generate_master_key() -> str:
+    """A new master key (LiteLLM expects keys to start with sk-). Call once, when the Secret is absent."""
+    return "sk-" + secrets.token_urlsafe(32)
+
+
+def render_config(
+    service: LLMService,
+    fallback_services: Mapping[str, LLMService],
+    existing_secrets: Collection[str] | None = None,
+) -> str:
+    return yaml.safe_dump(
+        litellm_config(service, fallback_services, existing_secrets), sort_keys=False, default_flow_style=False
+    )
+
+
+def build_router_configmap(
+    service: LLMService,
+    uid: str | None,
+    fallback_services: Mapping[str, LLMService],
+    existing_secrets: Collection[str] | None = None,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(service, router_name(service), uid, ROUTER_COMPONENT),
+        "data": {CONFIG_FILE: render_config(service, fallback_services, existing_secrets)},
+    }
+
+
+def build_router_secret(service: LLMService, uid: str | None, master_key: str) -> dict[str, Any] | None:
+    """The generated master-key Secret, or None when spec.router.masterKeySecretRef names the user's own.
+    Apply it only when absent: it must never be overwritten (that would rotate the key)."""
+    if service.spec.router.master_key_secret_ref is not None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(service, master_key_secret_name(service), uid, ROUTER_COMPONENT),
+        "type": "Opaque",
+        "data": {GENERATED_KEY: base64.b64encode(master_key.encode()).decode()},
+    }
+
+
+def _secret_env(name: str, ref: SecretKeyRef, optional: bool = False) -> dict[str, Any]:
+    key_ref: dict[str, Any] = {"name": ref.name, "key": ref.key}
+    if optional:
+        key_ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": key_ref}}
+
+
+def router_env(
+    service: LLMService,
+    fallback_services: Mapping[str, LLMService],
+    existing_secrets: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    env = [
+        # Not optional: without its key the proxy must not start (it would serve without authentication).
+        _secret_env(MASTER_KEY_ENV, master_key_ref(service)),
+        # Optional: a key removed later makes that fallback fail, not the whole router.
+        *(_secret_env(name, ref, optional=True) for name, ref in
+          included_key_envs(service, fallback_services, existing_secrets)),
+        # The cost map ships with the package; the default download retries for seconds without egress.
+        {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
+        {"name": "LITELLM_LOG", "value": "INFO"},
+        {"name": "TMPDIR", "value": "/tmp"},
+        # Python and libraries that cache under $XDG_CACHE_HOME write to the emptyDir, not the image.
+        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+    ]
+    return env
+
+
+def router_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def build_router_deployment(
+    service: LLMService,
+    uid: str | None,
+    fallback_services: Mapping[str, LLMService],
+    existing_secrets: Collection[str] | None = None,
+) -> dict[str, Any]:
+    router = service.spec.router
+    config_text = render_config(service, fallback_services, existing_secrets)
+    container = {
+        "name": "litellm",
+        "image": router.image or IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--port", str(PORT)],
+        "env": router_env(service, fallback_services, existing_secrets),
+        "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
+        "volumeMounts": [
+            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
+        ],
+        "securityContext": router_security_context(),
+        # Import of the proxy takes a while (seconds) on a small CPU share.
+        "startupProbe": _probe("/health/liveliness", period=2, failures=90),
+        "readinessProbe": _probe("/health/readiness", period=5, failures=3),
+        "livenessProbe": _probe("/health/liveliness", period=15, failures=4, timeout=10),
+        "resources": {
+            # No CPU limit: throttling a proxy adds latency to every request.
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"memory": "2Gi"},
+        },
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [
+            {"name": CONFIG_VOLUME, "configMap": {"name": router_name(service)}},
+            {"name": TMP_VOLUME, "emptyDir": {"sizeLimit": "512Mi"}},
+        ],
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": RUN_AS_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # Long generations (streams) finish during a rollout; the timeout bounds them anyway.
+        "terminationGracePeriodSeconds": min(max(30, router.timeout_seconds), 600),
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(service, router_name(service), uid, ROUTER_COMPONENT),
+        "spec": {
+            "replicas": router.replicas,
+            "selector": {"matchLabels": selector_labels(service, ROUTER_COMPONENT)},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "revisionHistoryLimit": 5,
+            "template": {
+                "metadata": {
+                    "labels": common_labels(service, ROUTER_COMPONENT),
+                    "annotations": {
+                        # A config change changes the template, so the Deployment rolls out.
+                        CONFIG_HASH_ANNOTATION: config_hash(config_text),
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def build_router_service(service: LLMService, uid: str | None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(service, router_name(service), uid, ROUTER_COMPONENT),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(service, ROUTER_COMPONENT),
+            "ports": [{"name": "http", "port": PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def router_objects(
+    service: LLMService,
+    uid: str | None,
+    fallback_services: Mapping[str, LLMService],
+    existing_secrets: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """ConfigMap, Service and Deployment, in apply order (the Secret is applied apart, once)."""
+    if not service.spec.router.enabled:
+        return []
+    return [
+        build_router_configmap(service, uid, fallback_services, existing_secrets),
+        build_router_service(service, uid),
+        build_router_deployment(service, uid, fallback_services, existing_secrets),
+    ]
+
+
+def router_status(
+    missing: list[str], ready_replicas: int | None = None, wanted_replicas: int | None = None
+) -> tuple[str, str, str]:
+    """(status, reason, message) of the RouterReady condition.
+
+    `missing` comes from `missing_references`; `ready_replicas`/`wanted_replicas` from the router
+    Deployment (status.readyReplicas, spec.replicas); None when not known (not read yet)."""
+    if missing:
+        return ("False", "FallbackMissing",
+                "router serves the local model; missing, left out of the router until it exists: "
+                + ", ".join(missing))
+    if ready_replicas is None or wanted_replicas is None:
+        return ("Unknown", "RouterProgressing", "router Deployment not observed yet")
+    if ready_replicas < max(wanted_replicas, 1):
+        return ("False", "RouterProgressing", f"router replicas ready: {ready_replicas}/{wanted_replicas}")
+    return ("True", "RouterReady", f"router replicas ready: {ready_replicas}/{wanted_replicas}")
+
+
+__all__ = [
+    "IMAGE",
+    "LITELLM_VERSION",
+    "PORT",
+    "build_router_configmap",
+    "build_router_deployment",
+    "build_router_secret",
+    "build_router_service",
+    "generate_master_key",
+    "master_key_ref",
+    "missing_references",
+    "router_endpoint",
+    "router_objects",
+    "router_status",
+]
