@@ -168,12 +168,22 @@ class OurPolicy:
         self.state = ScalerState(replicas=config.min_replicas)
         self.history: deque[Sample] = deque()
         self.last_reason = ""
+        self.last_counter: tuple[float, float] | None = None  # (time, vllm:prompt_tokens_total) of the last scrape
+        self.keep_s = max(config.window_s, config.prompt_rate_peak_window_s)
 
     def initial_replicas(self) -> int:
         return self.config.min_replicas
 
+    def prompt_rate(self, view: ClusterView) -> float | None:
+        """irate(vllm:prompt_tokens_total[1m]): the counter's increase between the last two scrapes."""
+        previous, self.last_counter = self.last_counter, (view.now, view.prompt_tokens_total)
+        if previous is None or view.now <= previous[0]:
+            return None
+        return (view.prompt_tokens_total - previous[1]) / (view.now - previous[0])
+
     def decide(self, view: ClusterView) -> int:
         engines_report = view.ready > 0
+        rate = self.prompt_rate(view)
         self.history.append(
             Sample(
                 timestamp=view.now,
@@ -184,9 +194,10 @@ class OurPolicy:
                 kv_cache_usage=view.kv_usage,
                 gpu_utilization=view.gpu_util,
                 router_in_flight=view.router_in_flight,
+                prompt_tokens_per_s=rate if engines_report else None,
             )
         )
-        while self.history[0].timestamp < view.now - self.config.window_s:
+        while self.history[0].timestamp < view.now - self.keep_s:
             self.history.popleft()
         # The operator reads the Deployment's replicas each time; so does the bench.
         state = self.state if self.state.replicas == view.replicas else ScalerState(replicas=view.replicas)
@@ -245,6 +256,24 @@ def oracle_schedule(
     needed = np.ceil(ahead / (window_s * utilization))
     provisioned = _forward_window_max(needed, int(cold_start_s) + 1)
     return np.clip(provisioned, min_replicas, max_replicas).astype(np.int64)
+
+
+def provisioned_schedule(need: np.ndarray, segment_s: int, horizon: int, cold_start_s: float) -> np.ndarray:
+    """Deployment replicas per second so that `need[k]` replicas are ready through segment k.
+
+    A replica is created one cold start before the first segment that needs it, and a gap shorter
+    than a cold start is bridged (keeping it costs no more than restarting it): the maximum need
+    over the next `cold_start_s` seconds.
+    """
+    per_second = np.repeat(need, segment_s)[:horizon]
+    return _forward_window_max(per_second, int(cold_start_s) + 1).astype(np.int64)
+
+
+def misses_per_segment(arrival_s: np.ndarray, ttft_s: np.ndarray, slo_ttft_s: float, segments: int, segment_s: int):
+    """Requests that miss the TTFT objective (or are never served), counted by arrival segment."""
+    missed = ~(np.nan_to_num(ttft_s, nan=np.inf) <= slo_ttft_s)
+    index = np.minimum((arrival_s[missed] // segment_s).astype(np.int64), segments - 1)
+    return np.bincount(index, minlength=segments)
 
 
 def _forward_window_sum(values: np.ndarray, window: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -54,6 +54,9 @@ class ClusterView:
     kv_usage: float | None  # vllm:kv_cache_usage_perc, mean over ready replicas
     gpu_util: float | None  # DCGM_FI_DEV_GPU_UTIL percent, mean over ready replicas
     router_in_flight: int  # requests inside the router: held or forwarded and not done
+    # vllm:prompt_tokens_total summed over every replica: prompt tokens whose prefill has finished (vLLM
+    # counts a prompt when its first token is out). A counter; policies take its rate between scrapes.
+    prompt_tokens_total: float = 0.0
 
 
 class Policy(Protocol):
@@ -85,6 +88,13 @@ class _Requests:
         self.output = trace.output_tokens.tolist()
         self.queue_wait = np.full(len(trace), np.nan)
         self.ttft = np.full(len(trace), np.nan)
+        self._arrival = trace.arrival_s
+        self._prompt = trace.prompt_tokens.astype(np.float64)
+
+    def prompt_tokens_done(self, now: float) -> float:
+        """Prompt tokens whose first token came out by `now` (NaN TTFT: not yet)."""
+        with np.errstate(invalid="ignore"):
+            return float(self._prompt[self._arrival + self.ttft <= now].sum())
 
 
 class Replica:
@@ -267,7 +277,7 @@ def simulate(
         if tick >= horizon and fleet.idle():
             break
         if tick < horizon and tick % policy.period_s == 0:
-            view = fleet.view(now)
+            view = replace(fleet.view(now), prompt_tokens_total=requests.prompt_tokens_done(now))
             if on_tick is not None:
                 on_tick(view)
             target = _bounded(policy.decide(view), settings)

@@ -294,3 +294,101 @@ def test_same_inputs_same_decision():
     history = [sample(t, waiting=12.0 + t / 15) for t in range(0, 60, 15)]
     first = decide(history, ScalerState(replicas=2), CONFIG, now=45)
     assert first == decide(list(reversed(history)), ScalerState(replicas=2), CONFIG, now=45)
+
+
+# --- prompt-token rate ------------------------------------------------------------------------------
+
+# 20k prompt tokens/s per replica with headroom 1.0 (round numbers), peak over the last 600 s.
+RATE = replace(CONFIG, prompt_tokens_per_s_per_replica=20_000, prompt_rate_headroom=1.0, prompt_rate_peak_window_s=600)
+
+
+def rated(t: float, rate: float | None, ready: int = 2, starting: int = 0) -> Sample:
+    """A quiet scrape (no queue, little KV use) with the given prompt-token rate."""
+    return replace(sample(t, ready=ready, starting=starting, waiting=0, kv=0.1), prompt_tokens_per_s=rate)
+
+
+def test_a_prompt_token_burst_raises_replicas_at_once():
+    history = [rated(t, 5_000) for t in range(0, 600, 15)] + [rated(600, 70_000)]
+    decision = decide(history, ScalerState(replicas=2), RATE, now=600)
+    assert decision.scaled and decision.desired_replicas == 4  # 70k / 20k = 3.5
+    assert "peak prompt rate 70000 tokens/s" in decision.reason
+
+
+def test_headroom_multiplies_the_peak_rate():
+    history = [rated(t, 30_000) for t in range(0, 615, 15)]
+    assert decide(history, ScalerState(replicas=2), RATE, now=600).desired_replicas == 2  # 1.5 replicas
+    roomy = replace(RATE, prompt_rate_headroom=1.5)
+    assert decide(history, ScalerState(replicas=2), roomy, now=600).desired_replicas == 3  # 2.25 replicas
+
+
+def test_the_trailing_peak_keeps_replicas_through_the_window():
+    # A 70k burst at t=600 asks for 4; then the rate falls to 5k (1 replica) with no queue at all.
+    samples = [rated(t, 5_000, ready=4) for t in range(0, 600, 15)] + [rated(600, 70_000, ready=4)]
+    samples += [rated(t, 5_000, ready=4) for t in range(615, 1800, 15)]
+    decisions = run(samples, replicas=4, config=RATE)
+    first_down = next(d for d in decisions if d.scaled)
+    # The peak leaves the 600 s window after t=1200; then the 300 s scale-down delay runs.
+    assert first_down.state.last_scale_time == 1215 + 300
+    assert all(d.desired_replicas == 4 for d in decisions if d.state.last_scale_time is None)
+
+
+def test_never_scales_down_on_a_missing_rate():
+    # Complete from t=540, the 300 s delay would end at 840, but the rate is gone from t=600 on.
+    known = [rated(t, 5_000, ready=4) for t in range(0, 600, 15)]
+    missing = known + [rated(t, None, ready=4) for t in range(600, 1200, 15)]
+    decisions = run(missing, replicas=4, config=RATE)
+    assert all(d.desired_replicas == 4 for d in decisions)
+    assert all(d.held and "prompt-token rate missing from the newest sample" in d.hold_reason for d in decisions[40:])
+    # A whole peak window without any rate is an engine that does not export it: the queue rules as before.
+    later = run(missing + [rated(t, None, ready=4) for t in range(1200, 1530, 15)], replicas=4, config=RATE)
+    assert [d.state.last_scale_time for d in later if d.scaled] == [1500]
+
+
+def test_a_gap_in_the_rate_blocks_scale_down():
+    gappy = [rated(t, 5_000, ready=4) for t in range(0, 600, 15) if not 300 <= t < 420]
+    decision = decide(gappy, ScalerState(replicas=4), RATE, now=585)
+    assert decision.held and "gap longer than 60 s" in decision.hold_reason
+
+
+def test_no_scale_down_until_the_rate_covers_the_peak_window():
+    # After an operator restart only 300 s of rate history exist: a quiet rate may not lower replicas.
+    recent = [rated(t, 1_000, ready=4) for t in range(0, 315, 15)]
+    decision = decide(recent, ScalerState(replicas=4), RATE, now=300)
+    assert decision.held and "known for 300 of 600 s" in decision.hold_reason
+    # ... but a burst still raises them.
+    burst = [*recent, rated(315, 100_000, ready=4)]
+    assert decide(burst, ScalerState(replicas=4), RATE, now=315).desired_replicas == 5
+
+
+def test_an_engine_without_the_rate_scales_on_the_other_signals():
+    # Ollama, or an old caller: no sample carries the rate, so scale-down works on the queue as before.
+    quiet = [rated(t, None, ready=4) for t in range(0, 330, 15)]
+    assert any(d.scaled and d.desired_replicas < 4 for d in run(quiet, replicas=4, config=RATE))
+
+
+def test_starting_replicas_count_against_the_rate():
+    history = [rated(t, 70_000, ready=2, starting=2) for t in range(0, 615, 15)]
+    decision = decide(history, ScalerState(replicas=4), RATE, now=600)
+    assert decision.desired_replicas == 4 and not decision.scaled
+
+
+def test_the_rate_peak_does_not_block_scale_to_zero():
+    zero = replace(RATE, min_replicas=0)
+    busy = [replace(rated(t, 50_000 if t == 600 else 5_000, ready=3), router_in_flight=3.0) for t in range(0, 615, 15)]
+    idle = [replace(rated(t, 0.0, ready=3), running_requests=0, router_in_flight=0.0) for t in range(615, 1200, 15)]
+    scaled = [d for d in run(busy + idle, replicas=3, config=zero) if d.scaled]
+    # Idle for the whole 30 s window from 645: zero 300 s later, while the 50k peak at t=600 is still
+    # in the 600 s peak window.
+    assert scaled[0].desired_replicas == 0 and scaled[0].state.last_scale_time == 945
+
+
+def test_rate_signal_off_when_not_configured():
+    history = [rated(t, 500_000) for t in range(0, 615, 15)]
+    off = replace(RATE, prompt_tokens_per_s_per_replica=None)
+    assert decide(history, ScalerState(replicas=2), off, now=600).desired_replicas == 2
+
+
+def test_default_rate_rule_is_for_an_8b_model_on_an_h100():
+    defaults = PolicyConfig()
+    assert defaults.prompt_tokens_per_s_per_replica == 20_000
+    assert defaults.prompt_rate_headroom == 1.1 and defaults.prompt_rate_peak_window_s == 900

@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import pytest
 from bench.autoscale.__main__ import Bench
 from bench.autoscale.calibration import A100, H100, KV_BYTES_PER_TOKEN, Hardware
-from bench.autoscale.policies import StaticPolicy
+from bench.autoscale.policies import OurPolicy, StaticPolicy
 from bench.autoscale.report import summarize
 from bench.autoscale.simulator import ClusterView, SimSettings, simulate
 from bench.autoscale.traces import load_trace, make_trace
+
+from llm_operator.autoscale.policy import PolicyConfig
 
 # Round numbers: a full 1000-token step takes 1000 / 10k = 0.1 s, so prefill runs at 10k tokens/s;
 # a decode step takes the 10 ms floor.
@@ -142,3 +144,29 @@ def test_gpu_hours_are_replicas_times_duration():
     result = simulate(trace, StaticPolicy(3), TOY, SETTINGS)
     assert result.horizon_s == 3600
     assert math.isclose(result.gpu_hours, 3.0)
+
+
+def test_prompt_token_counter_counts_prefills_done_and_ours_reads_its_rate():
+    # Ten 1000-token prompts at t=0 on one replica: prefilled at 10k tokens/s, first tokens at 0.1 ... 1.0 s.
+    trace = make_trace("counter", [0.0] * 10 + [29.0], [1000] * 10 + [10], [1] * 11)
+    views = _views(trace, StaticPolicy(1))
+    assert views[0].prompt_tokens_total == 0  # scraped before the tick runs
+    assert views[1].prompt_tokens_total == 10_000
+    assert views[15].prompt_tokens_total == 10_000
+    policy = OurPolicy(PolicyConfig(min_replicas=1, max_replicas=4))
+    policy.decide(views[0])
+    policy.decide(views[15])
+    # irate over the 15 s between two scrapes, as the operator reads it from Prometheus.
+    assert [sample.prompt_tokens_per_s for sample in policy.history] == [None, pytest.approx(10_000 / 15)]
+
+
+def test_oracle_never_costs_more_than_static_peak_and_meets_the_slo():
+    # A burst that needs two replicas for a few seconds, then one request a minute: the oracle may
+    # not beat one always-on fleet here, but must never cost more than it.
+    arrivals = [0.0] * 20 + [60.0 * k for k in range(1, 6)]
+    trace = make_trace("oracle", arrivals, [1000] * 25, [1] * 25)
+    bench = Bench(trace, TOY, SimSettings(min_replicas=1, max_replicas=4, cold_start_s=45), 1.05, 1.0)
+    static = bench.static_peak()
+    oracle = bench.oracle(static)
+    assert bench.meets_slo(oracle)
+    assert oracle.gpu_hours <= static.gpu_hours
