@@ -196,7 +196,7 @@ class Quantization(SpecModel):
         ),
         Rule(
             field="bits",
-            cel="self.method != 'bitsandbytes' || !has(self.bits) || self.bits in [4, 8]",
+            cel="!has(self.bits) || self.method != 'bitsandbytes' || self.bits in [4, 8]",
             valid=lambda q: q.method != "bitsandbytes" or q.bits in (None, 4, 8),
             message="bitsandbytes quantizes to 4 bits (NF4) or 8 bits (int8), not {bits}: set bits to 4 or 8",
             values={"bits": Value("self.bits", lambda q: q.bits)},
@@ -252,7 +252,7 @@ class Resources(SpecModel):
     rules = (
         Rule(
             field="gpuProduct",
-            cel="self.gpus > 0 || !has(self.gpuProduct) || self.gpuProduct == ''",
+            cel="!has(self.gpuProduct) || self.gpuProduct == '' || self.gpus > 0",
             valid=lambda r: r.gpus > 0 or not r.gpu_product,
             message="gpuProduct {product} selects a GPU node, but gpus is 0 (CPU only): set gpus to at least "
             "1, or remove gpuProduct",
@@ -261,7 +261,7 @@ class Resources(SpecModel):
         ),
         Rule(
             field="gpuMemory",
-            cel="self.gpus > 0 || !has(self.gpuMemory)",
+            cel="!has(self.gpuMemory) || self.gpus > 0",
             valid=lambda r: r.gpus > 0 or r.gpu_memory is None,
             message="gpuMemory sizes GPUs for the fit check, but gpus is 0 (CPU only): set gpus to at "
             "least 1, or remove gpuMemory",
@@ -385,7 +385,8 @@ class Autoscaling(SpecModel):
     rules = (
         Rule(
             field="minReplicas",
-            cel="self.minReplicas <= self.maxReplicas",
+            # has(): the apiserver also checks the schema's `default: {}`, before nested defaults apply
+            cel="!has(self.minReplicas) || !has(self.maxReplicas) || self.minReplicas <= self.maxReplicas",
             valid=lambda a: a.min_replicas <= a.max_replicas,
             message="minReplicas ({min}) must not exceed maxReplicas ({max}): lower minReplicas or raise "
             "maxReplicas",
@@ -493,9 +494,17 @@ class LLMServiceSpec(SpecModel):
         "operator's default for the engine.",
     )
     model: Model = Field(description="Required. The model to serve.")
-    quantization: Quantization = _sub_object(Quantization, "How the weights are quantized. Default: none.")
+    quantization: Quantization = _sub_object(
+        Quantization,
+        "How the weights are quantized. The checkpoint must already be quantized this way, except for "
+        "bitsandbytes and fp8, which vLLM and TGI apply while loading. Default: none (16-bit weights).",
+    )
     resources: Resources = _sub_object(Resources, "GPUs, CPU, memory and scheduling of the engine Pods.")
-    serving: Serving = _sub_object(Serving, "Engine settings: context length, parallelism, batching, extras.")
+    serving: Serving = _sub_object(
+        Serving,
+        "Engine settings: context length, parallelism, batching, extra arguments and env. Settings that "
+        "belong to one engine are rejected for the others.",
+    )
     storage: Storage | None = Field(
         default=None,
         description="A persistent model cache (PersistentVolumeClaim <name>-model-cache). Unset: an "
@@ -505,8 +514,16 @@ class LLMServiceSpec(SpecModel):
         default=1, ge=0, le=1000,
         description="Engine replicas when autoscaling is off; the target of `kubectl scale`. Default: 1.",
     )
-    autoscaling: Autoscaling = _sub_object(Autoscaling, "Replica autoscaling. Default: off.")
-    router: Router = _sub_object(Router, "The LiteLLM router in front of the engine. Default: on.")
+    autoscaling: Autoscaling = _sub_object(
+        Autoscaling,
+        "Replica autoscaling on queue depth, GPU utilization and KV-cache use. When enabled, the operator "
+        "sets the replica count and spec.replicas is ignored. Default: off.",
+    )
+    router: Router = _sub_object(
+        Router,
+        "The LiteLLM proxy in front of the engine (<name>-router, port 4000): the OpenAI-compatible "
+        "endpoint clients use, with retries and fallbacks. Default: on.",
+    )
 
     # Rules that read both spec.engine and a nested field sit here, on the smallest common object.
     rules = (

@@ -48,16 +48,20 @@ class Rule:
         return self.message.format_map({name: f"<{name}>" for name in self.placeholders()})
 
     def message_expression(self) -> str | None:
-        """The message template as a CEL string expression, or None when it quotes no value."""
+        """The message template as CEL, or None when it quotes no value.
+
+        It is one `format()` call: concatenating `string(x)` would make the apiserver estimate
+        an unbounded string and refuse the CRD for exceeding the CEL cost budget.
+        """
         if not self.values:
             return None
-        parts: list[str] = []
+        pattern, arguments = "", []
         for literal, name, _, _ in string.Formatter().parse(self.message):
-            if literal:
-                parts.append(_cel_string_literal(literal))
+            pattern += literal.replace("%", "%%")
             if name:
-                parts.append(f"string({self.values[name].cel})")
-        return " + ".join(parts)
+                pattern += "%s"
+                arguments.append(self.values[name].cel)
+        return f"{_cel_string_literal(pattern)}.format([{', '.join(arguments)}])"
 
     def to_cel(self) -> dict[str, Any]:
         """The `x-kubernetes-validations` entry."""
@@ -86,7 +90,7 @@ def _cel_string_literal(text: str) -> str:
 
 
 def _as_cel_string(value: object) -> str:
-    """Python's rendering of a value as CEL's `string()` renders it."""
+    """Python's rendering of a value as CEL's `%s` renders it."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
