@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import Cluster, OperatorProcess
+from support.cluster import Cluster, OperatorProcess
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
 GPU_PRODUCT = "nvidia.com/gpu.product"

@@ -10,7 +10,7 @@ import json
 
 import yaml
 
-from .conftest import Cluster
+from support.cluster import Cluster
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 GPU_NODES = {"gpu-h100-0", "gpu-h100-1", "gpu-rtx4090-0"}

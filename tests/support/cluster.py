@@ -1,0 +1,82 @@
+"""The real control plane and the operator process, as the e2e tests drive them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class Cluster:
+    kubeconfig: str
+    kubectl_path: str
+    started_here: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+            input=input, capture_output=True, text=True, timeout=timeout, env=self.env,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"
+            )
+        return result
+
+    def wait_for(self, what: str, predicate, timeout: float = 60, interval: float = 0.5):
+        """Poll `predicate()` until it returns a truthy value; fail with `what` on timeout."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = predicate()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+
+class OperatorProcess:
+    """`llm-operator run` as a real subprocess against the test cluster."""
+
+    def __init__(self, cluster: Cluster, log_path: Path) -> None:
+        self.cluster = cluster
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        executable = Path(os.environ.get("VIRTUAL_ENV", REPO_ROOT / ".venv")) / "bin" / "llm-operator"
+        command = [str(executable) if executable.exists() else "llm-operator"]
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*command, "run", "--all-namespaces", "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env, start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no graceful shutdown, as when a node dies under the operator."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
