@@ -34,6 +34,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         verbose=args.log_level in ("debug", "info"),
         quiet=args.log_level in ("warning", "error"),
     )
+    # Settings the handlers read when they are registered, so they must be set before the import.
+    if args.prometheus_url:
+        os.environ["LLMOP_PROMETHEUS_URL"] = args.prometheus_url
+    if args.autoscale_interval:
+        os.environ["LLMOP_AUTOSCALE_INTERVAL"] = str(args.autoscale_interval)
     from llm_operator import handlers  # noqa: F401  (importing registers the kopf handlers)
 
     namespaces = args.namespace or _namespaces_from_env()
@@ -102,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--liveness", metavar="URL", default=None,
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--prometheus-url", default=None,
+        help="Prometheus for autoscaling (default: $LLMOP_PROMETHEUS_URL, "
+        "else http://prometheus-operated.monitoring.svc:9090)",
+    )
+    run.add_argument(
+        "--autoscale-interval", type=float, default=None, metavar="SECONDS",
+        help="how often autoscaling decides (default: $LLMOP_AUTOSCALE_INTERVAL, else 15)",
     )
     run.set_defaults(func=cmd_run)
 

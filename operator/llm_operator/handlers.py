@@ -12,23 +12,44 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
+from dataclasses import replace
 from typing import Any
 
 import kopf
+from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from llm_operator import GROUP, PLURAL, VERSION, kube
+from llm_operator.api.models import LLMService, served_name
+from llm_operator.autoscale.config import policy_config
+from llm_operator.autoscale.policy import Sample, ScalerState, decide
+from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
 from llm_operator.plan import Plan, endpoint, make_plan
 from llm_operator.resources.common import MANAGED_BY, selector_string
 from llm_operator.resources.pvc import pvc_change
-from llm_operator.status import Observed, compute_status
+from llm_operator.resources.router import (
+    build_router_secret,
+    generate_master_key,
+    master_key_secret_name,
+    missing_references,
+    router_name,
+    router_status,
+)
+from llm_operator.status import Observed, compute_status, pod_ready
 
 RESYNC_SECONDS = 10.0
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 _last_warning: dict[str, str] = {}
+_last_status: dict[str, dict] = {}
+# The autoscaler's replica count and ScalingActive condition per LLMService. status keeps them
+# across restarts; this keeps a reconcile that holds a slightly older body from undoing them.
+_autoscaled: dict[str, int] = {}
+_scaling: dict[str, tuple[str, str, str]] = {}
 
 
 @kopf.on.startup()
@@ -58,6 +79,48 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _router_inputs(body: dict) -> tuple[dict[str, LLMService], set[str]]:
+    """The fallback LLMServices that exist, and which referenced Secrets exist (names only)."""
+    namespace = body["metadata"]["namespace"]
+    router = body.get("spec", {}).get("router") or {}
+    services: dict[str, LLMService] = {}
+    secret_names = {ref["name"] for ref in [router.get("masterKeySecretRef")] if ref}
+    for fallback in router.get("fallbacks") or []:
+        if fallback.get("llmService"):
+            other = kube.get_llmservice(namespace, fallback["llmService"])
+            if other is not None:
+                parsed = make_plan(other, None).service
+                if parsed is not None:
+                    services[fallback["llmService"]] = parsed
+        if fallback.get("apiKeySecretRef"):
+            secret_names.add(fallback["apiKeySecretRef"]["name"])
+    existing = {name for name in secret_names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
+    return services, existing
+
+
+def _ensure_master_key(service: LLMService, uid: str) -> None:
+    """Generated once; never rewritten, so clients' keys keep working across reconciles."""
+    name = master_key_secret_name(service)
+    if service.spec.router.master_key_secret_ref is None and not kube.exists_metadata_only(
+        "v1", "Secret", service.metadata.namespace or "", name
+    ):
+        secret = build_router_secret(service, uid, generate_master_key())
+        if secret is not None:
+            kube.create_if_absent(secret)
+
+
+def _router_condition(plan: Plan, namespace: str, fallbacks: dict, secrets: set[str]) -> tuple[str, str, str] | None:
+    service = plan.service
+    if service is None or not service.spec.router.enabled:
+        return None
+    missing = missing_references(service, fallbacks, secrets)
+    deployment = kube.get("apps/v1", "Deployment", namespace, router_name(service)) if plan.deploy else None
+    if deployment is None:
+        return router_status(missing)
+    ready = (deployment.get("status") or {}).get("readyReplicas") or 0
+    return router_status(missing, ready, deployment["spec"].get("replicas", 1))
+
+
 def _apply_plan(plan: Plan, namespace: str) -> None:
     for manifest in plan.objects:
         if manifest["kind"] == "PersistentVolumeClaim":
@@ -73,7 +136,7 @@ def _warn_once(body: dict, key: str, reason: str, message: str) -> None:
         kopf.warn(body, reason=reason, message=message)
 
 
-def _observe(plan: Plan, body: dict, namespace: str, name: str) -> Observed:
+def _observe(plan: Plan, body: dict, namespace: str, name: str, router: tuple[str, str, str] | None) -> Observed:
     spec = plan.service.spec if plan.service else None
     deployment = kube.get("apps/v1", "Deployment", namespace, name) if spec else None
     desired = (deployment or {}).get("spec", {}).get("replicas")
@@ -91,28 +154,45 @@ def _observe(plan: Plan, body: dict, namespace: str, name: str) -> Observed:
         deployed=plan.deploy,
         deployment=deployment,
         pods=pods,
+        router=router,
+        scaling=_scaling.get(f"{namespace}/{name}"),
         previous_conditions=(body.get("status") or {}).get("conditions") or [],
         now=_now(),
     )
 
 
-def reconcile(body: dict, logger: logging.Logger | kopf.Logger) -> None:
+def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True) -> None:
+    """Apply the plan (unless `apply` is False: a status refresh) and write status."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     key = f"{namespace}/{name}"
     with _locks[key]:
-        plan = make_plan(body, uid)
+        fallbacks, secrets = _router_inputs(body)
+        plan = make_plan(body, uid, _autoscaled_replicas(body, key), fallbacks, secrets)
         if plan.problems:
-            _warn_once(body, key, "InvalidSpec", "; ".join(plan.problems))
+            _warn_once(body, uid, "InvalidSpec", "; ".join(plan.problems))
         elif plan.fit is not None and not plan.deploy:
-            _warn_once(body, key, "ModelDoesNotFit", plan.fit.message)
-        else:
-            _last_warning.pop(key, None)
+            _warn_once(body, uid, "ModelDoesNotFit", plan.fit.message)
+        elif apply:
+            _last_warning.pop(uid, None)
+            if plan.service is not None and plan.service.spec.router.enabled:
+                _ensure_master_key(plan.service, uid)
             _apply_plan(plan, namespace)
-        status = compute_status(_observe(plan, body, namespace, name))
-        if _changed(body.get("status") or {}, status):
+        router = _router_condition(plan, namespace, fallbacks, secrets)
+        status = compute_status(_observe(plan, body, namespace, name, router))
+        # Compare with what this process wrote last, not with a body that may be a few events old.
+        if _changed(_last_status.get(uid) or body.get("status") or {}, status):
             kube.patch_llmservice_status(namespace, name, status)
+            _last_status[uid] = status
             logger.debug(f"status: {status['phase']}")
+
+
+def _autoscaled_replicas(body: dict, key: str) -> int | None:
+    if not (body.get("spec", {}).get("autoscaling") or {}).get("enabled"):
+        _autoscaled.pop(key, None)
+        _scaling.pop(key, None)
+        return None
+    return _autoscaled.get(key, (body.get("status") or {}).get("desiredReplicas"))
 
 
 def _changed(current: dict, new: dict) -> bool:
@@ -137,23 +217,38 @@ def _fresh(body: kopf.Body) -> dict:
     return {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec", "status") if key in body}
 
 
-def _owner(body: kopf.Body, index: kopf.Index) -> dict | None:
+def _owner(body: kopf.Body) -> dict | None:
+    """The live LLMService that controls this child, unless it is gone or being deleted:
+    children removed by garbage collection (or a terminating namespace) must stay removed."""
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
-            owners = index.get((body["metadata"]["namespace"], ref["name"]), [])
-            return next((o for o in owners if o["metadata"]["uid"] == ref["uid"]), None)
+            owner = kube.get_llmservice(body["metadata"]["namespace"], ref["name"])
+            if owner and owner["metadata"]["uid"] == ref["uid"] and not owner["metadata"].get("deletionTimestamp"):
+                return owner
     return None
 
 
-def _on_child_event(
-    event: kopf.RawEvent, body: kopf.Body, llmservices: kopf.Index, logger: kopf.Logger, **_: Any
-) -> None:
-    owner = _owner(body, llmservices)
-    if owner is not None and event.get("type") in ("DELETED", "MODIFIED"):
-        reconcile(owner, logger)
+def _reconcile_quietly(body: dict, logger: kopf.Logger, apply: bool = True) -> None:
+    """For event-driven reconciles: an owner or namespace on its way out is not an error."""
+    try:
+        reconcile(body, logger, apply=apply)
+    except (NotFoundError, ForbiddenError) as error:
+        if isinstance(error, ForbiddenError) and "NamespaceTerminating" not in str(error.body):
+            raise
+        logger.debug(f"skipped: {error.summary()}")
 
 
-for _group_version, _plural in (("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims")):
+def _on_child_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    if event.get("type") not in ("DELETED", "MODIFIED"):
+        return
+    owner = _owner(body)
+    if owner is not None:
+        _reconcile_quietly(owner, logger)
+
+
+for _group_version, _plural in (
+    ("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"), ("v1", "configmaps"),
+):
     kopf.on.event(_group_version, _plural, labels=MANAGED)(_on_child_event)
 
 
@@ -164,4 +259,84 @@ def on_pod_event(body: kopf.Body, llmservices: kopf.Index, logger: kopf.Logger, 
     labels = body.get("metadata", {}).get("labels", {})
     owners = llmservices.get((body["metadata"]["namespace"], labels.get("app.kubernetes.io/instance")), [])
     for owner in owners:
-        reconcile(owner, logger)
+        if not owner["metadata"].get("deletionTimestamp"):
+            _reconcile_quietly(owner, logger, apply=False)
+
+
+# --- autoscaling -----------------------------------------------------------------------------
+
+def autoscale_interval() -> float:
+    return float(os.environ.get("LLMOP_AUTOSCALE_INTERVAL", "15"))
+
+
+def prometheus_url() -> str:
+    return os.environ.get("LLMOP_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090")
+
+
+def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("autoscaling") or {}).get("enabled"))
+
+
+def _engine_pods(namespace: str, service: LLMService) -> tuple[list[str], int]:
+    """(names of ready engine Pods, count of live Pods still starting)."""
+    pods = kube.list_objects("v1", "Pod", namespace, selector_string(service))
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    ready = [p["metadata"]["name"] for p in live if pod_ready(p)]
+    return ready, len(live) - len(ready)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=autoscale_interval(), when=_autoscaling_enabled)
+def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Sample the engine's metrics, ask the pure policy, apply its answer."""
+    fresh = _fresh(body)
+    namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
+    key = f"{namespace}/{name}"
+    plan = make_plan(fresh, None)
+    if plan.service is None or not plan.deploy:
+        return
+    service = plan.service
+    deployment = kube.get("apps/v1", "Deployment", namespace, name)
+    if deployment is None:
+        return
+    current = deployment["spec"].get("replicas", 0)
+    ready, starting = _engine_pods(namespace, service)
+    history: deque[Sample] = memo.setdefault("history", deque(maxlen=240))
+    try:
+        router_pods = [name] if service.spec.router.enabled else []
+        history.append(PrometheusMetrics(prometheus_url()).sample(
+            service.spec.engine, namespace, ready, starting, router_pods, served_name(service)
+        ))
+        unavailable = None
+    except MetricsUnavailable as error:
+        unavailable = str(error)
+    status = fresh.get("status") or {}
+    state = memo.get("state") or ScalerState(replicas=current, last_scale_time=_parse_time(status.get("lastScaleTime")))
+    decision = decide(list(history), replace(state, replicas=current), policy_config(service.spec), time.time())
+    memo["state"] = decision.state
+    if unavailable or decision.held:
+        why = unavailable or decision.hold_reason
+        _scaling[key] = ("False", "MetricsUnavailable", f"holding {current} replicas: {why}")
+    else:
+        _scaling[key] = ("True", "Scaling", decision.reason)
+    if decision.desired_replicas != current and not unavailable:
+        _scale(fresh, key, current, decision.desired_replicas, decision.reason, logger)
+    reconcile(fresh, logger)
+
+
+def _scale(body: dict, key: str, current: int, desired: int, reason: str, logger: kopf.Logger) -> None:
+    namespace, name = key.split("/", 1)
+    _autoscaled[key] = desired
+    now = _now()
+    kube.patch_llmservice_status(namespace, name, {
+        "desiredReplicas": desired, "lastScaleTime": now, "scaleReason": reason,
+    })
+    body.setdefault("status", {}).update(desiredReplicas=desired, lastScaleTime=now, scaleReason=reason)
+    message = f"scaled from {current} to {desired} replicas: {reason}"
+    kopf.info(body, reason="Scaled", message=message)
+    logger.info(message)
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, UnprocessibleEntityError
 
 from llm_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
 
@@ -39,8 +39,7 @@ def _resource(api_version: str, kind: str):
     return dynamic().resources.get(api_version=api_version, kind=kind)
 
 
-def apply(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply under the operator's field manager; takes ownership on conflict."""
+def _server_side_apply(manifest: dict[str, Any]) -> dict[str, Any]:
     resource = _resource(manifest["apiVersion"], manifest["kind"])
     result = dynamic().server_side_apply(
         resource,
@@ -50,6 +49,36 @@ def apply(manifest: dict[str, Any]) -> dict[str, Any]:
         force_conflicts=True,
     )
     return result.to_dict()
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Whether every field of `desired` has the same value in `live` (lists item by item)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    return live == desired
+
+
+def apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply under the operator's field manager, taking ownership on conflict.
+
+    Apply cannot undo every hand edit: an edit that changes a list item's key (a Service port
+    number) adds an item another manager owns, which apply keeps, and the object may become
+    invalid. Then a merge patch, which replaces lists whole, restores our version first."""
+    try:
+        result = _server_side_apply(manifest)
+    except UnprocessibleEntityError:
+        result = None
+    if result is None or not contains(result, manifest):
+        resource = _resource(manifest["apiVersion"], manifest["kind"])
+        dynamic().patch(
+            resource, body=manifest, name=manifest["metadata"]["name"],
+            namespace=manifest["metadata"].get("namespace"),
+            content_type="application/merge-patch+json", field_manager=FIELD_MANAGER,
+        )
+        result = _server_side_apply(manifest)
+    return result
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -69,3 +98,32 @@ def patch_llmservice_status(namespace: str, name: str, status: dict[str, Any]) -
     client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, name, {"status": status}
     )
+
+
+def exists_metadata_only(api_version: str, kind: str, namespace: str, name: str) -> bool:
+    """Whether an object exists, asking for its metadata only: for Secrets this means the
+    operator learns that a referenced Secret is there without ever receiving its values."""
+    resource = _resource(api_version, kind)
+    try:
+        dynamic().request(
+            "get", resource.path(name=name, namespace=namespace),
+            header_params={"Accept": "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"},
+        )
+    except NotFoundError:
+        return False
+    return True
+
+
+def create_if_absent(manifest: dict[str, Any]) -> bool:
+    """Create once; an existing object is left exactly as it is (True when created)."""
+    resource = _resource(manifest["apiVersion"], manifest["kind"])
+    try:
+        dynamic().create(resource, body=manifest, namespace=manifest["metadata"].get("namespace"),
+                         field_manager=FIELD_MANAGER)
+    except ConflictError:
+        return False
+    return True
+
+
+def get_llmservice(namespace: str, name: str) -> dict[str, Any] | None:
+    return get(f"{GROUP}/{VERSION}", "LLMService", namespace, name)

@@ -30,6 +30,8 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
     router: tuple[str, str, str] | None = None
     """(status, reason, message) of RouterReady, or None without a router."""
+    scaling: tuple[str, str, str] | None = None
+    """(status, reason, message) of ScalingActive, or None without autoscaling."""
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
     now: str = ""
 
@@ -47,7 +49,7 @@ def _condition(observed: Observed, type_: str, status: str, reason: str, message
     }
 
 
-def _pod_ready(pod: dict[str, Any]) -> bool:
+def pod_ready(pod: dict[str, Any]) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions") or []
     )
@@ -88,7 +90,7 @@ def waiting_reason(pods: list[dict[str, Any]]) -> str | None:
 def _counts(observed: Observed) -> tuple[int, int, int]:
     """(replicas, ready, updated) of the engine's current generation of Pods."""
     live = [p for p in observed.pods if not p.get("metadata", {}).get("deletionTimestamp")]
-    ready = sum(1 for p in live if _pod_ready(p))
+    ready = sum(1 for p in live if pod_ready(p))
     dep_status = (observed.deployment or {}).get("status") or {}
     updated = dep_status.get("updatedReplicas", 0) or 0
     return len(live), ready, updated
@@ -157,6 +159,8 @@ def compute_status(observed: Observed) -> dict[str, Any]:
         conditions.append(_condition(observed, "ModelFits", fit.status, fit.reason, fit.message))
     if observed.router is not None:
         conditions.append(_condition(observed, "RouterReady", *observed.router))
+    if observed.scaling is not None:
+        conditions.append(_condition(observed, "ScalingActive", *observed.scaling))
     return {
         "observedGeneration": observed.generation,
         "phase": phase,

@@ -65,9 +65,24 @@ def node_labels(cluster: Cluster, node: str) -> dict:
 
 def replicasets(cluster: Cluster, namespace: str, name: str) -> list[dict]:
     out = cluster.kubectl(
-        "get", "rs", "-n", namespace, "-o", "json", "-l", f"app.kubernetes.io/instance={name}"
+        "get", "rs", "-n", namespace, "-o", "json",
+        "-l", f"app.kubernetes.io/instance={name},app.kubernetes.io/component=engine",
     ).stdout
     return json.loads(out)["items"]
+
+
+def referenced_secrets(spec: dict) -> set[tuple[str, str]]:
+    found = set()
+    for value in spec.values():
+        if isinstance(value, dict):
+            if set(value) == {"name", "key"}:
+                found.add((value["name"], value["key"]))
+            found |= referenced_secrets(value)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, dict):
+                    found |= referenced_secrets({"item": item})
+    return found
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
@@ -77,6 +92,9 @@ def test_example_reaches_ready_on_the_right_node(
     [doc] = [d for d in yaml.safe_load_all(example.read_text()) if d and d.get("kind") == "LLMService"]
     doc["metadata"].pop("namespace", None)
     name = doc["metadata"]["name"]
+    # The examples tell users to create the Secrets they reference first; so does the test.
+    for secret, key in referenced_secrets(doc["spec"]):
+        cluster.kubectl("create", "secret", "generic", secret, f"--from-literal={key}=dummy", "-n", namespace)
     apply(cluster, namespace, doc)
     obj = wait_ready(cluster, namespace, name)
 
@@ -233,6 +251,7 @@ def test_operator_killed_mid_reconcile_converges(operator: OperatorProcess, clus
         wait_ready(cluster, namespace, f"burst-{index}")
     deployments = json.loads(cluster.kubectl("get", "deployments", "-n", namespace, "-o", "json").stdout)["items"]
     names = sorted(d["metadata"]["name"] for d in deployments)
-    assert names == ["burst-0", "burst-1", "burst-2", "survivor"]
+    expected = ["burst-0", "burst-1", "burst-2", "survivor"]
+    assert names == sorted(expected + [f"{name}-router" for name in expected])
     assert sorted(p["metadata"]["uid"] for p in engine_pods(cluster, namespace, "survivor")) == uids
     assert len(replicasets(cluster, namespace, "survivor")) == 1

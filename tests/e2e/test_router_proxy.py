@@ -266,15 +266,17 @@ def test_chat_streaming_auth_and_models(primary_upstream, litellm_python, tmp, c
 
     reply = client.chat.completions.create(model=served, max_tokens=8,
                                            messages=[{"role": "user", "content": "Hello! How are you today?"}])
-    assert reply.choices[0].message.content
+    # The tiny model's words are random (possibly blank), its token counts are not.
+    assert reply.model == served
+    assert reply.usage is not None and reply.usage.completion_tokens >= 1
     if kind == "standin":
         assert reply.choices[0].message.content == "hello from primary"
 
     chunks = list(client.chat.completions.create(model=served, max_tokens=8, stream=True,
                                                  messages=[{"role": "user", "content": "Say something."}]))
     assert len(chunks) >= 2
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert streamed
     if kind == "standin":
         assert streamed.strip() == "hello from primary"
 

@@ -180,8 +180,11 @@ def litellm_config(
         "model_list": model_list,
         "router_settings": router_settings,
         "litellm_settings": {
-            # The queue signal for the autoscaler (Ollama has no metrics): see llm_operator.router.
+            # /metrics, with the queue signal for the autoscaler (Ollama has no metrics of its own): see
+            # llm_operator.router. Prometheus scrapes it without the master key (the default asks for it);
+            # it holds counts and model names, no secrets.
             "callbacks": ["prometheus"],
+            "require_auth_for_metrics_endpoint": False,
             # Request and response bodies stay out of logs and callbacks.
             "turn_off_message_logging": True,
             "json_logs": True,

@@ -1,0 +1,21 @@
+"""spec.autoscaling -> PolicyConfig: which targets apply depends on what the engine exports."""
+
+from __future__ import annotations
+
+from llm_operator.api.models import LLMServiceSpec
+from llm_operator.autoscale.policy import PolicyConfig
+
+
+def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
+    scaling = spec.autoscaling
+    return PolicyConfig(
+        min_replicas=scaling.min_replicas,
+        max_replicas=scaling.max_replicas,
+        target_queue_depth=float(scaling.target_queue_depth),
+        # DCGM reports per GPU; CPU-only replicas have none.
+        target_gpu_utilization=float(scaling.target_gpu_utilization) if spec.resources.gpus > 0 else None,
+        # Only vLLM exports KV-cache use.
+        target_kv_cache_usage=float(scaling.target_kv_cache_usage) if spec.engine == "vllm" else None,
+        scale_up_stabilization_s=float(scaling.scale_up_stabilization_seconds),
+        scale_down_delay_s=float(scaling.scale_down_delay_seconds),
+    )

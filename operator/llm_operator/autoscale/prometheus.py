@@ -1,0 +1,133 @@
+"""Metric samples for the scaling policy, read from Prometheus (the only I/O of autoscaling).
+
+Every query selects the engine Pods of one LLMService by `namespace` and `pod` labels (what
+Kubernetes service discovery and the Prometheus Operator attach to scraped targets) and asks
+for a short range, so each value comes with the time it was really scraped: a replica whose
+newest sample is older than the policy's staleness limit counts as not reporting.
+
+Metric names per engine (checked against the engines' /metrics):
+- vLLM: vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc
+  (vllm:gpu_cache_usage_perc before v0.10);
+- TGI: tgi_queue_size, tgi_batch_current_size;
+- every GPU: DCGM_FI_DEV_GPU_UTIL from NVIDIA's dcgm-exporter (scraped with honor_labels, so
+  `namespace` and `pod` are the workload's, not the exporter's);
+- Ollama exports nothing: the router's in-flight requests per model are its queue.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+
+from llm_operator.autoscale.policy import Sample
+
+QUERY_TIMEOUT_SECONDS = 5
+LOOKBACK = "1m"
+
+
+class MetricsUnavailable(Exception):
+    """Prometheus did not answer; the policy must hold, not guess."""
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    waiting: tuple[str, ...] = ()
+    running: tuple[str, ...] = ()
+    kv_cache: tuple[str, ...] = ()
+
+
+ENGINE_METRICS = {
+    "vllm": EngineMetrics(
+        waiting=("vllm:num_requests_waiting",),
+        running=("vllm:num_requests_running",),
+        kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+    ),
+    "tgi": EngineMetrics(waiting=("tgi_queue_size",), running=("tgi_batch_current_size",)),
+    "ollama": EngineMetrics(),
+}
+GPU_UTILIZATION = "DCGM_FI_DEV_GPU_UTIL"
+ROUTER_IN_FLIGHT = "llm_router_in_flight_requests"
+
+
+@dataclass(frozen=True)
+class Series:
+    pod: str
+    timestamp: float
+    value: float
+
+
+def _selector(namespace: str, pods: Sequence[str]) -> str:
+    alternatives = "|".join(sorted(pods)) or "^$"
+    return f'{{namespace="{namespace}",pod=~"{alternatives}"}}'
+
+
+class PrometheusMetrics:
+    def __init__(self, url: str, timeout: int = QUERY_TIMEOUT_SECONDS) -> None:
+        self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
+        self.timeout = timeout
+
+    def _latest(self, query: str) -> list[Series]:
+        """The newest sample of every series a range query returns."""
+        try:
+            result = self.client.custom_query(query, timeout=self.timeout)
+        except (requests.RequestException, PrometheusApiClientException) as error:
+            raise MetricsUnavailable(f"Prometheus query failed: {error}") from error
+        latest = []
+        for item in result:
+            values = item.get("values") or []
+            if values:
+                timestamp, value = values[-1]
+                latest.append(Series(item["metric"].get("pod", ""), float(timestamp), float(value)))
+        return latest
+
+    def _first_present(self, names: Sequence[str], selector: str) -> list[Series]:
+        for name in names:
+            series = self._latest(f"{name}{selector}[{LOOKBACK}]")
+            if series:
+                return series
+        return []
+
+    def sample(
+        self, engine: str, namespace: str, ready_pods: Sequence[str], starting: int, router_pods: Sequence[str],
+        served_name: str,
+    ) -> Sample:
+        """One policy Sample. A signal is None unless every ready Pod reported it."""
+        selector = _selector(namespace, ready_pods)
+        names = ENGINE_METRICS[engine]
+        series = {
+            "waiting": self._first_present(names.waiting, selector),
+            "running": self._first_present(names.running, selector),
+            "kv": self._first_present(names.kv_cache, selector),
+            "gpu": self._latest(f"{GPU_UTILIZATION}{selector}[{LOOKBACK}]"),
+        }
+        router = self._latest(
+            f'{ROUTER_IN_FLIGHT}{{namespace="{namespace}",model="{served_name}"}}[{LOOKBACK}]'
+        ) if router_pods else []
+        timestamps = [s.timestamp for values in series.values() for s in values] + [s.timestamp for s in router]
+        return Sample(
+            timestamp=min(timestamps) if timestamps else 0.0,
+            ready_replicas=len(ready_pods),
+            starting_replicas=starting,
+            waiting_requests=_total(series["waiting"], ready_pods),
+            running_requests=_total(series["running"], ready_pods),
+            kv_cache_usage=_mean(series["kv"], ready_pods),
+            gpu_utilization=_mean(series["gpu"], ready_pods),
+            router_in_flight=sum(s.value for s in router) if router else None,
+        )
+
+
+def _complete(series: list[Series], pods: Sequence[str]) -> bool:
+    return bool(pods) and {s.pod for s in series} >= set(pods)
+
+
+def _total(series: list[Series], pods: Sequence[str]) -> float | None:
+    return sum(s.value for s in series) if _complete(series, pods) else None
+
+
+def _mean(series: list[Series], pods: Sequence[str]) -> float | None:
+    """Mean over GPUs/replicas (a Pod with several GPUs reports one series per GPU)."""
+    return sum(s.value for s in series) / len(series) if _complete(series, pods) else None

@@ -1,0 +1,97 @@
+"""A real Prometheus server (Debian's `prometheus` package) on loopback for e2e tests.
+
+Targets come from a file_sd JSON file the test rewrites as Pods appear, each with the
+`namespace` and `pod` labels of the Kubernetes Pod it stands for, so the operator's
+queries (`{namespace="...", pod=~"..."}`) see what they would see in a cluster where
+Prometheus discovers Pods.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import yaml
+
+SCRAPE_INTERVAL = "1s"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class PrometheusServer:
+    def __init__(self, workdir: Path, binary: str | None = None) -> None:
+        self.workdir = workdir
+        self.binary = binary or shutil.which("prometheus") or "/usr/bin/prometheus"
+        self.port = free_port()
+        self.targets_file = workdir / "targets.json"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        config = {
+            "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
+            "scrape_configs": [{
+                "job_name": "standins",
+                # The targets' own namespace/pod labels win over Prometheus' (as honor_labels does
+                # for dcgm-exporter in a cluster).
+                "honor_labels": True,
+                "file_sd_configs": [{"files": [str(self.targets_file)], "refresh_interval": "1s"}],
+            }],
+        }
+        path = self.workdir / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def set_targets(self, targets: list[tuple[str, dict[str, str]]]) -> None:
+        """[(host:port, labels)]: the same address may stand for several Pods (distinct labels)."""
+        groups = [{"targets": [address], "labels": labels} for address, labels in targets]
+        tmp = self.targets_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups))
+        tmp.replace(self.targets_file)  # atomic: Prometheus never reads half a file
+
+    def start(self) -> None:
+        if not self.targets_file.exists():
+            self.set_targets([])
+        config = self._write_config()
+        log = (self.workdir / "prometheus.log").open("ab")
+        self.process = subprocess.Popen(
+            [self.binary, f"--config.file={config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{self.port}", "--storage.tsdb.retention.time=1h"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise RuntimeError(f"Prometheus did not become ready; log: {self.workdir / 'prometheus.log'}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.process = None
+
+    def query(self, promql: str) -> list[dict]:
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return json.loads(response.read())["data"]["result"]
