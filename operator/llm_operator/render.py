@@ -15,6 +15,29 @@ class RenderError(Exception):
     pass
 
 
+class _RenderDumper(yaml.SafeDumper):
+    """SafeDumper for reviewers: multi-line strings (the router's config.yaml) in block style (`|`),
+    and every object spelled out in full (no anchors or aliases, even for a shared dict)."""
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    # PyYAML falls back to a quoted style by itself where a block scalar cannot hold the text
+    # (e.g. trailing spaces on a line), so the output always loads back to the same string.
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_RenderDumper.add_representer(str, _represent_str)
+
+
+def dump_object(obj: dict) -> str:
+    """One object as YAML: keys in the builders' order, multi-line strings as block scalars."""
+    return yaml.dump(obj, Dumper=_RenderDumper, sort_keys=False, default_flow_style=False)
+
+
 def render_documents(docs: Iterable[dict]) -> str:
     out: list[str] = []
     for doc in docs:
@@ -32,7 +55,7 @@ def render_documents(docs: Iterable[dict]) -> str:
             out.append(header + "\n# not deployed: the model does not fit\n")
             continue
         for obj in plan.objects:
-            out.append(f"{header}\n{yaml.safe_dump(obj, sort_keys=False)}")
+            out.append(f"{header}\n{dump_object(obj)}")
     return "---\n".join(out)
 
 

@@ -3,6 +3,7 @@ the right fake GPU nodes, status follows, drift is repaired, deletion is garbage
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -255,3 +256,53 @@ def test_operator_killed_mid_reconcile_converges(operator: OperatorProcess, clus
     assert names == sorted(expected + [f"{name}-router" for name in expected])
     assert sorted(p["metadata"]["uid"] for p in engine_pods(cluster, namespace, "survivor")) == uids
     assert len(replicasets(cluster, namespace, "survivor")) == 1
+
+
+def test_router_objects_become_ready_and_the_key_is_generated_once(
+    operator: OperatorProcess, cluster: Cluster, namespace: str
+) -> None:
+    spec = llmservice("routed")
+    apply(cluster, namespace, spec)
+    obj = wait_ready(cluster, namespace, "routed")
+    assert condition(obj, "RouterReady")["status"] == "True"
+    assert obj["status"]["endpoint"] == f"http://routed-router.{namespace}.svc:4000/v1"
+    router = get(cluster, namespace, "deployment", "routed-router")
+    assert router is not None and router["status"].get("readyReplicas") == 1
+    assert get(cluster, namespace, "service", "routed-router")["spec"]["ports"][0]["port"] == 4000
+    secret = get(cluster, namespace, "secret", "routed-router-key")
+    assert secret is not None
+    config = get(cluster, namespace, "configmap", "routed-router")["data"]["config.yaml"]
+
+    key = base64.b64decode(secret["data"]["key"]).decode()
+    assert key not in config and "os.environ/LITELLM_MASTER_KEY" in config
+
+    spec["spec"]["router"] = {"numRetries": 5}  # a router change rolls the router, never the key
+    apply(cluster, namespace, spec)
+    cluster.wait_for(
+        "the new config",
+        lambda: "num_retries: 5" in get(cluster, namespace, "configmap", "routed-router")["data"]["config.yaml"],
+        timeout=30,
+    )
+    assert get(cluster, namespace, "secret", "routed-router-key")["data"] == secret["data"]
+
+
+def test_missing_fallback_is_reported_then_picked_up(operator: OperatorProcess, cluster: Cluster, namespace: str):
+    spec = llmservice("primary")
+    spec["spec"]["router"] = {"fallbacks": [{"llmService": "backup"}]}
+    apply(cluster, namespace, spec)
+
+    def router_condition(status: str):
+        obj = get(cluster, namespace, "llms", "primary")
+        return obj if condition(obj, "RouterReady").get("status") == status else None
+
+    obj = cluster.wait_for("RouterReady=False", lambda: router_condition("False"), timeout=60)
+    assert "LLMService backup" in condition(obj, "RouterReady")["message"]
+    assert "backup" not in get(cluster, namespace, "configmap", "primary-router")["data"]["config.yaml"]
+    # The router keeps serving the local model meanwhile: its Deployment is up.
+    cluster.wait_for("the router Deployment", lambda: (get(cluster, namespace, "deployment", "primary-router")
+                                                       or {}).get("status", {}).get("readyReplicas") == 1)
+
+    apply(cluster, namespace, llmservice("backup"))
+    cluster.wait_for("RouterReady=True", lambda: router_condition("True"), timeout=60)
+    config = get(cluster, namespace, "configmap", "primary-router")["data"]["config.yaml"]
+    assert f"http://backup.{namespace}.svc:8000/v1" in config

@@ -226,32 +226,25 @@ def loopback_config(service: LLMService, fallback_services: Mapping[str, LLMServ
 
 @pytest.fixture(scope="module")
 def primary_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
-    """(kind, base URL, served name) of the primary engine: a real vLLM when available, else a stand-in."""
+    """(kind, base URL, served name) of the primary engine: a real vLLM on the CPU; the stand-in only
+    when LLMOP_ROUTER_E2E_STANDIN=1 asks for it (a vLLM that fails to install or start fails the test)."""
     served = "tiny"
     tmp = tmp_path_factory.mktemp("primary")
-    reason = "LLMOP_ROUTER_E2E_STANDIN=1"
-    if os.environ.get("LLMOP_ROUTER_E2E_STANDIN") != "1":
+    if os.environ.get("LLMOP_ROUTER_E2E_STANDIN") == "1":
+        standin = StandIn(tmp, "primary", served)
+        print("primary upstream: stand-in (LLMOP_ROUTER_E2E_STANDIN=1)")
         try:
-            from support.vllm_server import INSTALL_SCRIPT as VLLM_INSTALL
-            from support.vllm_server import VLLMServer, make_tiny_model, vllm_python
+            yield "standin", standin.url, served
+        finally:
+            stop(standin.process)
+        return
+    from support.vllm_server import VLLMServer, make_tiny_model, vllm_python
 
-            if not VLLM_INSTALL.exists():
-                raise FileNotFoundError(f"{VLLM_INSTALL} is not there yet")
-            python = vllm_python()
-            model_dir = make_tiny_model(tmp / "model", python=python)
-            with VLLMServer(model_dir, served, max_num_seqs=4, python=python, log_dir=tmp) as server:
-                print(f"primary upstream: real vLLM (CPU) at {server.base_url}, ready in "
-                      f"{server.startup_seconds:.0f}s")
-                yield "vllm", server.base_url, served
-                return
-        except Exception as error:  # the harness is optional here: fall back to the stand-in, loudly
-            reason = f"vLLM unavailable: {type(error).__name__}: {error}"
-    standin = StandIn(tmp, "primary", served)
-    print(f"primary upstream: stand-in ({reason})")
-    try:
-        yield "standin", standin.url, served
-    finally:
-        stop(standin.process)
+    python = vllm_python()
+    model_dir = make_tiny_model(tmp / "model", python=python)
+    with VLLMServer(model_dir, served, max_num_seqs=4, python=python, log_dir=tmp) as server:
+        print(f"primary upstream: real vLLM (CPU) at {server.base_url}, ready in {server.startup_seconds:.0f}s")
+        yield "vllm", server.base_url, served
 
 
 # --- tests ---------------------------------------------------------------------------------------------

@@ -13,10 +13,27 @@ from unit.factories import UID, manifest
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
 SKIP = {"serving.llm-operator.io/skip-fit-check": "true"}
+NO_ROUTER = {"router": {"enabled": False}}
+ENGINE_KINDS = ["Service", "Deployment"]
+ROUTER_KINDS = ["ConfigMap", "Service", "Deployment"]
 TOO_BIG = {
     "model": {"name": "meta-llama/Llama-3.3-70B-Instruct", "parameters": "70B"},
     "resources": {"gpus": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
 }
+
+
+def kinds_and_names(objects: list[dict]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+
+
+def with_router(name: str) -> list[tuple[str, str]]:
+    """The objects of LLMService `name` without storage, in apply order: the engine's, then the router's."""
+    return [(kind, name) for kind in ENGINE_KINDS] + [(kind, f"{name}-router") for kind in ROUTER_KINDS]
+
+
+def by_kind_and_name(objects: list[dict], kind: str, name: str) -> dict:
+    (obj,) = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return obj
 
 
 def apiserver_body(doc: dict) -> dict:
@@ -37,7 +54,17 @@ def test_valid_spec_is_deployed(engine: str) -> None:
     assert plan.problems == []
     assert plan.service is not None
     assert plan.deploy
-    assert [o["kind"] for o in plan.objects] == ["Service", "Deployment"]
+    assert kinds_and_names(plan.objects) == with_router("llm")
+    assert all(o["metadata"]["ownerReferences"][0]["uid"] == UID for o in plan.objects)
+    assert plan.fit is not None and plan.fit.fits
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tgi", "ollama"])
+def test_valid_spec_without_router_deploys_the_engine_only(engine: str) -> None:
+    plan = make_plan(apiserver_body(manifest(engine, NO_ROUTER)), UID)
+    assert plan.problems == []
+    assert plan.deploy
+    assert kinds_and_names(plan.objects) == [("Service", "llm"), ("Deployment", "llm")]
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == UID for o in plan.objects)
     assert plan.fit is not None and plan.fit.fits
 
@@ -97,7 +124,7 @@ def test_skip_fit_check_annotation_deploys_anyway() -> None:
     assert plan.fit is not None
     assert plan.fit.status == "False"
     assert plan.deploy
-    assert {o["kind"] for o in plan.objects} == {"Service", "Deployment"}
+    assert kinds_and_names(plan.objects) == with_router("llm")
 
 
 @pytest.mark.parametrize("value", ["false", "True", "yes", ""])
@@ -115,15 +142,29 @@ def test_more_gpus_make_it_fit() -> None:
 
 def test_autoscaled_replicas_reach_the_deployment() -> None:
     body = manifest("vllm", {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}})
-    (deployment,) = [o for o in make_plan(body, UID, autoscaled_replicas=3).objects if o["kind"] == "Deployment"]
-    assert deployment["spec"]["replicas"] == 3
+    objects = make_plan(body, UID, autoscaled_replicas=3).objects
+    assert by_kind_and_name(objects, "Deployment", "llm")["spec"]["replicas"] == 3
+    # The autoscaler scales the engine; the router keeps spec.router.replicas.
+    assert by_kind_and_name(objects, "Deployment", "llm-router")["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("engine", ["vllm", "tgi", "ollama"])
+def test_endpoint_is_the_router_when_enabled(engine: str) -> None:
+    plan = make_plan(manifest(engine, name="chat", namespace="team-a"), UID)
+    assert plan.service is not None
+    assert endpoint(plan.service) == "http://chat-router.team-a.svc:4000/v1"
+    router_service = by_kind_and_name(plan.objects, "Service", "chat-router")
+    assert router_service["metadata"]["namespace"] == "team-a"
+    assert [p["port"] for p in router_service["spec"]["ports"]] == [4000]
 
 
 @pytest.mark.parametrize(("engine", "port"), [("vllm", 8000), ("tgi", 80), ("ollama", 11434)])
-def test_endpoint_is_openai_compatible(engine: str, port: int) -> None:
-    plan = make_plan(manifest(engine, name="chat", namespace="team-a"), UID)
+def test_endpoint_is_the_openai_compatible_engine_without_router(engine: str, port: int) -> None:
+    plan = make_plan(manifest(engine, NO_ROUTER, name="chat", namespace="team-a"), UID)
     assert plan.service is not None
     assert endpoint(plan.service) == f"http://chat.team-a.svc:{port}/v1"
+    engine_service = by_kind_and_name(plan.objects, "Service", "chat")
+    assert [p["port"] for p in engine_service["spec"]["ports"]] == [port]
 
 
 def test_plan_does_not_mutate_the_body() -> None:
@@ -145,19 +186,26 @@ def test_every_example_renders_to_parseable_yaml_with_the_expected_kinds(path: P
     source = yaml.safe_load(path.read_text())
     output = render_files([str(path)])
     docs = [d for d in yaml.safe_load_all(output) if d]
-    kinds = [d["kind"] for d in docs]
-    expected = ["Service", "Deployment"]
-    if source["spec"].get("storage"):
-        expected = ["PersistentVolumeClaim", *expected]
-    assert kinds == expected
     name = source["metadata"]["name"]
+    expected = [("Service", name), ("Deployment", name)]
+    if source["spec"].get("storage"):
+        expected = [("PersistentVolumeClaim", f"{name}-model-cache"), *expected]
+    router_on = source["spec"].get("router", {}).get("enabled", True)
+    if router_on:
+        expected += [(kind, f"{name}-router") for kind in ROUTER_KINDS]
+    assert kinds_and_names(docs) == expected
     for doc in docs:
+        router_object = doc["metadata"]["name"] == f"{name}-router"
+        labels = doc["metadata"]["labels"]
         assert doc["metadata"]["namespace"] == "default"
-        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == name
-        assert doc["metadata"]["labels"]["app.kubernetes.io/name"] == source["spec"]["engine"]
+        assert labels["app.kubernetes.io/instance"] == name
+        assert labels["app.kubernetes.io/name"] == ("litellm" if router_object else source["spec"]["engine"])
+        assert labels["app.kubernetes.io/component"] == ("router" if router_object else "engine")
         assert "ownerReferences" not in doc["metadata"]  # no uid offline
-    (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
-    assert deployment["metadata"]["name"] == name
+    by_kind_and_name(docs, "Deployment", name)
+    if router_on:
+        config = by_kind_and_name(docs, "ConfigMap", f"{name}-router")["data"]["config.yaml"]
+        assert yaml.safe_load(config)["model_list"][0]["litellm_params"]["api_base"].startswith(f"http://{name}.")
     assert f"# LLMService default/{name}" in output
     assert "# ModelFits=" in output
 
@@ -181,8 +229,8 @@ def test_rendering_is_deterministic(path: Path) -> None:
 
 def test_other_kinds_are_skipped() -> None:
     docs = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}}, manifest("vllm")]
-    kinds = [d["kind"] for d in yaml.safe_load_all(render_documents(docs)) if d]
-    assert kinds == ["Service", "Deployment"]
+    rendered = [d for d in yaml.safe_load_all(render_documents(docs)) if d]
+    assert kinds_and_names(rendered) == with_router("llm")
 
 
 def test_namespace_is_kept_when_given() -> None:
@@ -194,9 +242,30 @@ def test_several_llmservices_in_one_stream(tmp_path: Path) -> None:
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump_all([manifest("vllm", name="a"), manifest("ollama", name="b")]))
     docs = [d for d in yaml.safe_load_all(render_files([str(path)])) if d]
-    assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        ("Service", "a"), ("Deployment", "a"), ("Service", "b"), ("Deployment", "b"),
-    ]
+    assert kinds_and_names(docs) == with_router("a") + with_router("b")
+
+
+def test_router_disabled_renders_the_engine_only() -> None:
+    docs = [d for d in yaml.safe_load_all(render_documents([manifest("vllm", NO_ROUTER, name="a")])) if d]
+    assert kinds_and_names(docs) == [("Service", "a"), ("Deployment", "a")]
+    assert {d["metadata"]["labels"]["app.kubernetes.io/name"] for d in docs} == {"vllm"}
+
+
+def test_multi_line_strings_are_rendered_in_block_style() -> None:
+    """The router's config.yaml reads as YAML in the output, not as one quoted line of \\n escapes."""
+    body = manifest("vllm", name="a")
+    output = render_documents([body])
+    plan = make_plan(body, uid=None)
+    config = by_kind_and_name(plan.objects, "ConfigMap", "a-router")["data"]["config.yaml"]
+    assert "\n" in config
+    assert "  config.yaml: |\n" in output
+    assert "\\n" not in output
+    # The block holds the config verbatim, indented, and loads back to the exact same string.
+    assert "".join(f"    {line}\n" if line else "\n" for line in config.splitlines()) in output
+    rendered = [d for d in yaml.safe_load_all(output) if d]
+    assert by_kind_and_name(rendered, "ConfigMap", "a-router")["data"]["config.yaml"] == config
+    # Single-line strings keep the plain style.
+    assert "  name: a-router\n" in output
 
 
 def test_invalid_llmservice_raises_with_its_problems() -> None:
@@ -216,7 +285,7 @@ def test_model_that_does_not_fit_renders_a_comment_only() -> None:
 def test_skip_fit_check_renders_the_objects_with_the_warning() -> None:
     output = render_documents([manifest("vllm", TOO_BIG, name="big", annotations=SKIP)])
     assert "# ModelFits=False" in output
-    assert [d["kind"] for d in yaml.safe_load_all(output) if d] == ["Service", "Deployment"]
+    assert kinds_and_names([d for d in yaml.safe_load_all(output) if d]) == with_router("big")
 
 
 def test_cli_render(capsys: pytest.CaptureFixture[str]) -> None:

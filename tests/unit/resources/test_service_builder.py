@@ -1,4 +1,4 @@
-"""The engine Service `<name>` and the list of engine children."""
+"""The engine Service `<name>` and the list of children: the engine's, then (by default) the router's."""
 
 from __future__ import annotations
 
@@ -10,6 +10,12 @@ from unit.factories import ENGINES, UID, make_service
 
 PORTS = {"vllm": 8000, "tgi": 80, "ollama": 11434}
 CONTAINER_PORTS = {"vllm": 8000, "tgi": 8080, "ollama": 11434}
+NO_ROUTER = {"router": {"enabled": False}}
+ROUTER = [("ConfigMap", "llm-router"), ("Service", "llm-router"), ("Deployment", "llm-router")]
+
+
+def kinds_and_names(objects: list[dict]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -64,20 +70,40 @@ def test_engine_url(engine: str) -> None:
 @pytest.mark.parametrize("engine", ENGINES)
 def test_desired_objects_without_storage(engine: str) -> None:
     objects = desired_objects(make_service(engine), UID)
-    assert [o["kind"] for o in objects] == ["Service", "Deployment"]
+    assert kinds_and_names(objects) == [("Service", "llm"), ("Deployment", "llm"), *ROUTER]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_desired_objects_with_storage_claim_first(engine: str) -> None:
     objects = desired_objects(make_service(engine, {"storage": {"size": "50Gi"}}), UID)
-    assert [o["kind"] for o in objects] == ["PersistentVolumeClaim", "Service", "Deployment"]
+    assert kinds_and_names(objects) == [
+        ("PersistentVolumeClaim", "llm-model-cache"), ("Service", "llm"), ("Deployment", "llm"), *ROUTER,
+    ]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_every_child_is_labelled_and_owned(engine: str) -> None:
-    for obj in desired_objects(make_service(engine, {"storage": {"size": "50Gi"}}, name="chat"), UID):
+def test_desired_objects_without_router_are_the_engine_only(engine: str) -> None:
+    objects = desired_objects(make_service(engine, NO_ROUTER), UID)
+    assert kinds_and_names(objects) == [("Service", "llm"), ("Deployment", "llm")]
+    objects = desired_objects(make_service(engine, {**NO_ROUTER, "storage": {"size": "50Gi"}}), UID)
+    assert kinds_and_names(objects) == [
+        ("PersistentVolumeClaim", "llm-model-cache"), ("Service", "llm"), ("Deployment", "llm"),
+    ]
+
+
+@pytest.mark.parametrize("router", [True, False], ids=["router", "no-router"])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_child_is_labelled_and_owned(engine: str, router: bool) -> None:
+    objects = desired_objects(
+        make_service(engine, {"storage": {"size": "50Gi"}, "router": {"enabled": router}}, name="chat"), UID
+    )
+    router_objects = [o for o in objects if o["metadata"]["name"] == "chat-router"]
+    assert len(router_objects) == (3 if router else 0)
+    for obj in objects:
+        is_router = obj in router_objects
         labels = obj["metadata"]["labels"]
-        assert labels["app.kubernetes.io/name"] == engine, obj["kind"]
+        assert labels["app.kubernetes.io/name"] == ("litellm" if is_router else engine), obj["kind"]
+        assert labels["app.kubernetes.io/component"] == ("router" if is_router else "engine"), obj["kind"]
         assert labels["app.kubernetes.io/instance"] == "chat", obj["kind"]
         assert labels["app.kubernetes.io/managed-by"] == "llm-operator", obj["kind"]
         assert obj["metadata"]["ownerReferences"][0]["uid"] == UID
@@ -86,5 +112,8 @@ def test_every_child_is_labelled_and_owned(engine: str) -> None:
 
 def test_desired_objects_passes_the_autoscaled_replicas() -> None:
     llm = make_service("vllm", {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}})
-    (deployment,) = [o for o in desired_objects(llm, UID, autoscaled_replicas=3) if o["kind"] == "Deployment"]
+    objects = desired_objects(llm, UID, autoscaled_replicas=3)
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm"]
     assert deployment["spec"]["replicas"] == 3
+    (router,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm-router"]
+    assert router["spec"]["replicas"] == 1  # spec.router.replicas, not the autoscaled engine count
