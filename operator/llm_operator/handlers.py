@@ -23,12 +23,12 @@ import kopf
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from llm_operator import GROUP, PLURAL, VERSION, kube
-from llm_operator.api.models import LLMService, served_name
+from llm_operator.api.models import LLMService
 from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import Sample, ScalerState, decide
 from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
 from llm_operator.plan import Plan, endpoint, make_plan
-from llm_operator.resources.common import MANAGED_BY, selector_string
+from llm_operator.resources.common import MANAGED_BY, ROUTER_COMPONENT, selector_string
 from llm_operator.resources.pvc import pvc_change
 from llm_operator.resources.router import (
     build_router_secret,
@@ -285,6 +285,11 @@ def _engine_pods(namespace: str, service: LLMService) -> tuple[list[str], int]:
     return ready, len(live) - len(ready)
 
 
+def _router_pods(namespace: str, service: LLMService) -> list[str]:
+    pods = kube.list_objects("v1", "Pod", namespace, selector_string(service, ROUTER_COMPONENT))
+    return [p["metadata"]["name"] for p in pods if pod_ready(p)]
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=autoscale_interval(), when=_autoscaling_enabled)
 def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     """Sample the engine's metrics, ask the pure policy, apply its answer."""
@@ -302,9 +307,10 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -
     ready, starting = _engine_pods(namespace, service)
     history: deque[Sample] = memo.setdefault("history", deque(maxlen=240))
     try:
-        router_pods = [name] if service.spec.router.enabled else []
+        router_pods = _router_pods(namespace, service) if service.spec.router.enabled else []
         history.append(PrometheusMetrics(prometheus_url()).sample(
-            service.spec.engine, namespace, ready, starting, router_pods, served_name(service)
+            service.spec.engine, namespace, ready, starting, router_pods,
+            parallel_slots=service.spec.serving.max_concurrent_requests or 1,
         ))
         unavailable = None
     except MetricsUnavailable as error:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from llm_operator.api.models import LLMServiceSpec
 from llm_operator.autoscale.policy import PolicyConfig
 
+DEFAULTS = PolicyConfig()
+
 
 def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
     scaling = spec.autoscaling
@@ -18,4 +20,9 @@ def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
         target_kv_cache_usage=float(scaling.target_kv_cache_usage) if spec.engine == "vllm" else None,
         scale_up_stabilization_s=float(scaling.scale_up_stabilization_seconds),
         scale_down_delay_s=float(scaling.scale_down_delay_seconds),
+        # The prompt-rate peak is remembered three scale-down delays (900 s by default, the value
+        # the benchmark was tuned with), so one knob sets how long capacity outlives demand.
+        prompt_rate_peak_window_s=3.0 * scaling.scale_down_delay_seconds,
+        # Ollama exports no prompt counter.
+        prompt_tokens_per_s_per_replica=None if spec.engine == "ollama" else DEFAULTS.prompt_tokens_per_s_per_replica,
     )

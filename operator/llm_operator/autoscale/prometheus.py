@@ -11,7 +11,12 @@ Metric names per engine (checked against the engines' /metrics):
 - TGI: tgi_queue_size, tgi_batch_current_size;
 - every GPU: DCGM_FI_DEV_GPU_UTIL from NVIDIA's dcgm-exporter (scraped with honor_labels, so
   `namespace` and `pod` are the workload's, not the exporter's);
-- Ollama exports nothing: the router's in-flight requests per model are its queue.
+- Ollama exports nothing: the router's in-flight requests are its queue. LiteLLM's
+  Prometheus callback exports `litellm_in_flight_requests` per proxy process (one router
+  serves one local model); every scrape is itself in flight, so one per series is removed;
+- the prompt-token rate (vLLM vllm:prompt_tokens_total, TGI tgi_request_input_length_sum) as
+  irate over the last two scrapes: a longer rate() smooths away the bursts the policy
+  provisions for.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class EngineMetrics:
     waiting: tuple[str, ...] = ()
     running: tuple[str, ...] = ()
     kv_cache: tuple[str, ...] = ()
+    prompt_tokens: str | None = None  # a counter
 
 
 ENGINE_METRICS = {
@@ -45,12 +51,15 @@ ENGINE_METRICS = {
         waiting=("vllm:num_requests_waiting",),
         running=("vllm:num_requests_running",),
         kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        prompt_tokens="vllm:prompt_tokens_total",
     ),
-    "tgi": EngineMetrics(waiting=("tgi_queue_size",), running=("tgi_batch_current_size",)),
+    "tgi": EngineMetrics(
+        waiting=("tgi_queue_size",), running=("tgi_batch_current_size",), prompt_tokens="tgi_request_input_length_sum"
+    ),
     "ollama": EngineMetrics(),
 }
 GPU_UTILIZATION = "DCGM_FI_DEV_GPU_UTIL"
-ROUTER_IN_FLIGHT = "llm_router_in_flight_requests"
+ROUTER_IN_FLIGHT = "litellm_in_flight_requests"
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,8 @@ class PrometheusMetrics:
             raise MetricsUnavailable(f"Prometheus query failed: {error}") from error
         latest = []
         for item in result:
-            values = item.get("values") or []
+            # A range query gives "values" (with the scrape times); an instant one "value".
+            values = item.get("values") or ([item["value"]] if "value" in item else [])
             if values:
                 timestamp, value = values[-1]
                 latest.append(Series(item["metric"].get("pod", ""), float(timestamp), float(value)))
@@ -93,7 +103,7 @@ class PrometheusMetrics:
 
     def sample(
         self, engine: str, namespace: str, ready_pods: Sequence[str], starting: int, router_pods: Sequence[str],
-        served_name: str,
+        parallel_slots: int = 1,
     ) -> Sample:
         """One policy Sample. A signal is None unless every ready Pod reported it."""
         selector = _selector(namespace, ready_pods)
@@ -104,20 +114,32 @@ class PrometheusMetrics:
             "kv": self._first_present(names.kv_cache, selector),
             "gpu": self._latest(f"{GPU_UTILIZATION}{selector}[{LOOKBACK}]"),
         }
-        router = self._latest(
-            f'{ROUTER_IN_FLIGHT}{{namespace="{namespace}",model="{served_name}"}}[{LOOKBACK}]'
-        ) if router_pods else []
+        prompt = (
+            self._latest(f"irate({names.prompt_tokens}{selector}[{LOOKBACK}])") if names.prompt_tokens else []
+        )
+        router_selector = _selector(namespace, router_pods)
+        router = self._latest(f"{ROUTER_IN_FLIGHT}{router_selector}[{LOOKBACK}]") if router_pods else []
+        in_flight = max(0.0, sum(s.value for s in router) - len(router)) if router else None
         timestamps = [s.timestamp for values in series.values() for s in values] + [s.timestamp for s in router]
         return Sample(
             timestamp=min(timestamps) if timestamps else 0.0,
             ready_replicas=len(ready_pods),
             starting_replicas=starting,
-            waiting_requests=_total(series["waiting"], ready_pods),
+            waiting_requests=_total(series["waiting"], ready_pods) if names.waiting else _router_waiting(
+                in_flight, parallel_slots, len(ready_pods)
+            ),
             running_requests=_total(series["running"], ready_pods),
             kv_cache_usage=_mean(series["kv"], ready_pods),
             gpu_utilization=_mean(series["gpu"], ready_pods),
-            router_in_flight=sum(s.value for s in router) if router else None,
+            router_in_flight=in_flight,
+            prompt_tokens_per_s=_total(prompt, ready_pods),
         )
+
+
+def _router_waiting(in_flight: float | None, slots: int, ready: int) -> float | None:
+    """An engine without metrics (Ollama) is as busy as the router says: what the ready replicas'
+    parallel slots cannot hold is waiting."""
+    return None if in_flight is None else max(0.0, in_flight - slots * ready)
 
 
 def _complete(series: list[Series], pods: Sequence[str]) -> bool:

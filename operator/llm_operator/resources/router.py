@@ -223,7 +223,7 @@ def build_router_deployment(
                         CONFIG_HASH_ANNOTATION: config_hash(config_text),
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(PORT),
-                        "prometheus.io/path": "/metrics",
+                        "prometheus.io/path": "/metrics/",  # LiteLLM redirects /metrics there
                     },
                 },
                 "spec": pod_spec,
