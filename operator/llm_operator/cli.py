@@ -31,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     kopf.configure(
         debug=args.log_level == "debug",
-        verbose=args.log_level in ("debug", "info"),
+        verbose=args.log_level == "debug",
         quiet=args.log_level in ("warning", "error"),
     )
     # Settings the handlers read when they are registered, so they must be set before the import.

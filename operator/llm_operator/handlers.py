@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +42,7 @@ from llm_operator.resources.router import (
 from llm_operator.status import Observed, compute_status, pod_ready
 
 RESYNC_SECONDS = 10.0
+_log = logging.getLogger("llm_operator")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -49,6 +51,8 @@ _last_status: dict[str, dict] = {}
 # The autoscaler's replica count and ScalingActive condition per LLMService. status keeps them
 # across restarts; this keeps a reconcile that holds a slightly older body from undoing them.
 _autoscaled: dict[str, int] = {}
+_known: dict[tuple[str, str], dict] = {}
+_autoscale_memo: defaultdict[str, dict] = defaultdict(dict)  # per uid: metric history, policy state
 _scaling: dict[str, tuple[str, str, str]] = {}
 
 
@@ -69,10 +73,15 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.execution.max_workers = 20
 
 
-@kopf.index(GROUP, VERSION, PLURAL)
-def llmservices(body: kopf.Body, namespace: str, name: str, **_: Any) -> dict[tuple[str, str], dict]:
-    """The latest body of every LLMService, so child events can reconcile their owner."""
-    return {(namespace, name): dict(body)}
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+    """The latest body of every LLMService, for the periodic loops and for Pod events.
+    (Not kopf timers: kopf puts a finalizer on every object that has a timer or daemon, and a
+    finalizer would hang deletion while the operator is down.)"""
+    if event.get("type") == "DELETED":
+        _known.pop((namespace, name), None)
+    else:
+        _known[(namespace, name)] = _fresh(body)
 
 
 def _now() -> str:
@@ -133,7 +142,7 @@ def _warn_once(body: dict, key: str, reason: str, message: str) -> None:
     """One Warning Event per distinct refusal, not one per resync."""
     if _last_warning.get(key) != message:
         _last_warning[key] = message
-        kopf.warn(body, reason=reason, message=message)
+        kube.post_event(body, "Warning", reason, message)
 
 
 def _observe(plan: Plan, body: dict, namespace: str, name: str, router: tuple[str, str, str] | None) -> Observed:
@@ -206,10 +215,41 @@ def on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     reconcile(_fresh(body), logger)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def resync(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Repairs drift and refreshes status (Pods becoming Ready, the scheduler's verdicts)."""
-    reconcile(_fresh(body), logger)
+class _Loop(threading.Thread):
+    """Calls `fn(body)` for every known LLMService every `interval` seconds, in one thread."""
+
+    def __init__(self, name: str, interval: float, fn: Callable[[dict], None], wanted: Callable[[dict], bool]):
+        super().__init__(name=name, daemon=True)
+        self.interval, self.fn, self.wanted = interval, fn, wanted
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            for body in list(_known.values()):
+                if body["metadata"].get("deletionTimestamp") or not self.wanted(body):
+                    continue
+                try:
+                    self.fn(body)
+                except Exception:  # one object's failure must not stop the others' loop
+                    _log.exception(f"{self.name} of {body['metadata']['namespace']}/{body['metadata']['name']}")
+
+
+_loops: list[_Loop] = []
+
+
+@kopf.on.startup()
+def start_loops(**_: Any) -> None:
+    # Resync repairs drift and refreshes status (Pods becoming Ready, the scheduler's verdicts).
+    _loops.append(_Loop("resync", RESYNC_SECONDS, lambda body: _reconcile_quietly(body, _log), lambda _: True))
+    _loops.append(_Loop("autoscale", autoscale_interval(), autoscale, _autoscaling_enabled))
+    for loop in _loops:
+        loop.start()
+
+
+@kopf.on.cleanup()
+def stop_loops(**_: Any) -> None:
+    for loop in _loops:
+        loop.stopped.set()
 
 
 def _fresh(body: kopf.Body) -> dict:
@@ -228,7 +268,7 @@ def _owner(body: kopf.Body) -> dict | None:
     return None
 
 
-def _reconcile_quietly(body: dict, logger: kopf.Logger, apply: bool = True) -> None:
+def _reconcile_quietly(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True) -> None:
     """For event-driven reconciles: an owner or namespace on its way out is not an error."""
     try:
         reconcile(body, logger, apply=apply)
@@ -253,14 +293,13 @@ for _group_version, _plural in (
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def on_pod_event(body: kopf.Body, llmservices: kopf.Index, logger: kopf.Logger, **_: Any) -> None:
+def on_pod_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Pods carry no owner reference to us (their ReplicaSet owns them); find the
     LLMService by the instance label and refresh its status."""
     labels = body.get("metadata", {}).get("labels", {})
-    owners = llmservices.get((body["metadata"]["namespace"], labels.get("app.kubernetes.io/instance")), [])
-    for owner in owners:
-        if not owner["metadata"].get("deletionTimestamp"):
-            _reconcile_quietly(owner, logger, apply=False)
+    owner = _known.get((body["metadata"]["namespace"], labels.get("app.kubernetes.io/instance")))
+    if owner is not None and not owner["metadata"].get("deletionTimestamp"):
+        _reconcile_quietly(owner, logger, apply=False)
 
 
 # --- autoscaling -----------------------------------------------------------------------------
@@ -273,8 +312,8 @@ def prometheus_url() -> str:
     return os.environ.get("LLMOP_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090")
 
 
-def _autoscaling_enabled(spec: kopf.Spec, **_: Any) -> bool:
-    return bool((spec.get("autoscaling") or {}).get("enabled"))
+def _autoscaling_enabled(body: dict) -> bool:
+    return bool((body.get("spec", {}).get("autoscaling") or {}).get("enabled"))
 
 
 def _engine_pods(namespace: str, service: LLMService) -> tuple[list[str], int]:
@@ -290,11 +329,11 @@ def _router_pods(namespace: str, service: LLMService) -> list[str]:
     return [p["metadata"]["name"] for p in pods if pod_ready(p)]
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=autoscale_interval(), when=_autoscaling_enabled)
-def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+def autoscale(fresh: dict) -> None:
     """Sample the engine's metrics, ask the pure policy, apply its answer."""
-    fresh = _fresh(body)
+    logger = _log
     namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
+    memo = _autoscale_memo[fresh["metadata"]["uid"]]
     key = f"{namespace}/{name}"
     plan = make_plan(fresh, None)
     if plan.service is None or not plan.deploy:
@@ -329,7 +368,7 @@ def autoscale(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -
     reconcile(fresh, logger)
 
 
-def _scale(body: dict, key: str, current: int, desired: int, reason: str, logger: kopf.Logger) -> None:
+def _scale(body: dict, key: str, current: int, desired: int, reason: str, logger: logging.Logger) -> None:
     namespace, name = key.split("/", 1)
     _autoscaled[key] = desired
     now = _now()
@@ -338,7 +377,7 @@ def _scale(body: dict, key: str, current: int, desired: int, reason: str, logger
     })
     body.setdefault("status", {}).update(desiredReplicas=desired, lastScaleTime=now, scaleReason=reason)
     message = f"scaled from {current} to {desired} replicas: {reason}"
-    kopf.info(body, reason="Scaled", message=message)
+    kube.post_event(body, "Normal", "Scaled", message)
     logger.info(message)
 
 

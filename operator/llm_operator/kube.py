@@ -7,6 +7,7 @@ fields it does not own (for example an annotation added by hand) survive its rec
 
 from __future__ import annotations
 
+import datetime
 import functools
 import threading
 from typing import Any
@@ -127,3 +128,22 @@ def create_if_absent(manifest: dict[str, Any]) -> bool:
 
 def get_llmservice(namespace: str, name: str) -> dict[str, Any] | None:
     return get(f"{GROUP}/{VERSION}", "LLMService", namespace, name)
+
+
+def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """A core/v1 Event about `obj`. Posted directly rather than through kopf, whose event
+    queue exists only inside its handlers, not in the operator's own loops."""
+    meta = obj["metadata"]
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    event = {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": obj.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": obj.get("kind", "LLMService"),
+            "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid"),
+        },
+        "type": type_, "reason": reason, "message": message[:1024],
+        "source": {"component": FIELD_MANAGER},
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        "reportingComponent": FIELD_MANAGER, "reportingInstance": FIELD_MANAGER,
+    }
+    client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from support.cluster import Cluster, OperatorProcess
+from support.prometheus_server import PodTargets, PrometheusServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO_ROOT / "hack" / "cluster.sh"
@@ -89,8 +90,34 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def operator(crd_installed: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(crd_installed, tmp_path_factory.mktemp("operator") / "operator.log")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A real Prometheus on loopback; the operator's autoscaler reads it."""
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def scrape_targets(cluster: Cluster, prometheus: PrometheusServer) -> Iterator[PodTargets]:
+    """Keeps Prometheus' targets in step with the kwok Pods that local processes stand for."""
+    targets = PodTargets(cluster, prometheus)
+    targets.start()
+    yield targets
+    targets.stop()
+
+
+AUTOSCALE_INTERVAL_SECONDS = 2
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crd_installed: Cluster, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        crd_installed, tmp_path_factory.mktemp("operator") / "operator.log",
+        extra_args=("--prometheus-url", prometheus.url, "--autoscale-interval", str(AUTOSCALE_INTERVAL_SECONDS)),
+    )
     process.start()
     yield process
     process.stop()

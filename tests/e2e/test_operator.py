@@ -306,3 +306,16 @@ def test_missing_fallback_is_reported_then_picked_up(operator: OperatorProcess, 
     cluster.wait_for("RouterReady=True", lambda: router_condition("True"), timeout=60)
     config = get(cluster, namespace, "configmap", "primary-router")["data"]["config.yaml"]
     assert f"http://backup.{namespace}.svc:8000/v1" in config
+
+
+def test_deletion_does_not_wait_for_the_operator(operator: OperatorProcess, cluster: Cluster, namespace: str):
+    apply(cluster, namespace, llmservice("orphan-safe"))
+    obj = wait_ready(cluster, namespace, "orphan-safe")
+    assert not obj["metadata"].get("finalizers"), "a finalizer would hang deletion while the operator is down"
+    operator.kill()
+    try:
+        cluster.kubectl("delete", "llms", "orphan-safe", "-n", namespace, "--timeout=30s")
+        cluster.wait_for("garbage collection of the Deployment",
+                         lambda: get(cluster, namespace, "deployment", "orphan-safe") is None, timeout=60)
+    finally:
+        operator.start()

@@ -175,12 +175,17 @@ class Proxy:
 # --- fixtures ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def litellm_python() -> str:
+def install_litellm() -> str:
+    """The python of the hash-pinned LiteLLM venv (installed once by hack/install-litellm.sh)."""
     result = subprocess.run(["bash", str(INSTALL_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
     lines = [line for line in result.stdout.splitlines() if line.strip()]
     assert result.returncode == 0 and lines, f"{INSTALL_SCRIPT} failed ({result.returncode}): {result.stdout}"
     return lines[-1]
+
+
+@pytest.fixture(scope="module")
+def litellm_python() -> str:
+    return install_litellm()
 
 
 @pytest.fixture

@@ -47,9 +47,10 @@ class Cluster:
 class OperatorProcess:
     """`llm-operator run` as a real subprocess against the test cluster."""
 
-    def __init__(self, cluster: Cluster, log_path: Path) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.cluster = cluster
         self.log_path = log_path
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -57,7 +58,8 @@ class OperatorProcess:
         command = [str(executable) if executable.exists() else "llm-operator"]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*command, "run", "--all-namespaces", "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info"],
+            [*command, "run", "--all-namespaces", "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info",
+             *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env, start_new_session=True,
         )
 

@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -95,3 +96,56 @@ class PrometheusServer:
         url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
         with urllib.request.urlopen(url, timeout=5) as response:
             return json.loads(response.read())["data"]["result"]
+
+
+class PodTargets:
+    """Maps the kwok Pods of an LLMService to a local process that stands for them.
+
+    kwok runs no containers, so a real vLLM (or a stand-in exporter) on loopback answers for
+    every Pod: each Pod becomes one scrape target with that Pod's `namespace` and `pod`
+    labels. A thread follows the Pods as the autoscaler adds and removes them."""
+
+    def __init__(self, cluster, prometheus: PrometheusServer, period: float = 1.0) -> None:
+        self.cluster = cluster
+        self.prometheus = prometheus
+        self.period = period
+        self.mappings: dict[tuple[str, str], tuple[str, str]] = {}  # (namespace, selector) -> (address, path)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def map(self, namespace: str, selector: str, address: str, metrics_path: str = "/metrics") -> None:
+        with self._lock:
+            self.mappings[(namespace, selector)] = (address, metrics_path)
+        self.sync()
+
+    def unmap(self, namespace: str) -> None:
+        with self._lock:
+            for key in [k for k in self.mappings if k[0] == namespace]:
+                del self.mappings[key]
+
+    def sync(self) -> None:
+        with self._lock:
+            mappings = dict(self.mappings)
+        targets = []
+        for (namespace, selector), (address, path) in mappings.items():
+            result = self.cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json", check=False)
+            if result.returncode != 0:
+                continue
+            for pod in json.loads(result.stdout)["items"]:
+                if pod["metadata"].get("deletionTimestamp"):
+                    continue
+                labels = {"namespace": namespace, "pod": pod["metadata"]["name"], "__metrics_path__": path}
+                targets.append((address, labels))
+        self.prometheus.set_targets(targets)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self.sync()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)

@@ -21,6 +21,7 @@ Metric names per engine (checked against the engines' /metrics):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -122,7 +123,8 @@ class PrometheusMetrics:
         in_flight = max(0.0, sum(s.value for s in router) - len(router)) if router else None
         timestamps = [s.timestamp for values in series.values() for s in values] + [s.timestamp for s in router]
         return Sample(
-            timestamp=min(timestamps) if timestamps else 0.0,
+            # With no series at all, the sample is "now, with no signal": the policy holds on that.
+            timestamp=min(timestamps) if timestamps else time.time(),
             ready_replicas=len(ready_pods),
             starting_replicas=starting,
             waiting_requests=_total(series["waiting"], ready_pods) if names.waiting else _router_waiting(
