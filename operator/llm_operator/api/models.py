@@ -372,6 +372,14 @@ class Autoscaling(SpecModel):
         description="Fraction of the KV cache in use to aim for, in (0, 1]. Read from vLLM's metrics only; "
         "ignored for tgi and ollama. Default: 0.8.",
     )
+    target_prompt_tokens_per_second: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description="Prompt tokens per second one replica can prefill. When set (vllm and tgi), the operator "
+        "provisions for the peak prompt-token rate of the last 3 x scaleDownDelaySeconds, with 10% headroom, "
+        "so capacity added for one burst is there for the next; it catches bursts before a queue forms. "
+        "About 20000 for an 8B model on one H100 and 8000 on one A100 (see bench/README.md); measure your "
+        "model. Unset (default): off, and replicas follow the queue, KV-cache and GPU signals.",
+    )
     scale_up_stabilization_seconds: int = Field(
         default=0, ge=0, le=3600,
         description="How long a higher replica count must be wanted before scaling up. Default: 0.",

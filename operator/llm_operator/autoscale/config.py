@@ -5,8 +5,6 @@ from __future__ import annotations
 from llm_operator.api.models import LLMServiceSpec
 from llm_operator.autoscale.policy import PolicyConfig
 
-DEFAULTS = PolicyConfig()
-
 
 def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
     scaling = spec.autoscaling
@@ -23,6 +21,9 @@ def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
         # The prompt-rate peak is remembered three scale-down delays (900 s by default, the value
         # the benchmark was tuned with), so one knob sets how long capacity outlives demand.
         prompt_rate_peak_window_s=3.0 * scaling.scale_down_delay_seconds,
-        # Ollama exports no prompt counter.
-        prompt_tokens_per_s_per_replica=None if spec.engine == "ollama" else DEFAULTS.prompt_tokens_per_s_per_replica,
+        # Opt-in: a replica's prefill rate depends on the model and GPU. Ollama exports no counter.
+        prompt_tokens_per_s_per_replica=(
+            None if spec.engine == "ollama" or scaling.target_prompt_tokens_per_second is None
+            else float(scaling.target_prompt_tokens_per_second)
+        ),
     )
