@@ -68,3 +68,27 @@ def config_hash(data: Any) -> str:
     """A stable short hash of any JSON-able data (dict key order does not matter)."""
     encoded = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:16]
+
+
+def http_probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
+    """An HTTP probe on the container's port named "http"."""
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
+
+
+def restricted_security_context(user: int, read_only_root_filesystem: bool) -> dict[str, Any]:
+    """The Pod Security Standard "restricted" profile for one container."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": user,
+        "runAsGroup": user,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": read_only_root_filesystem,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }

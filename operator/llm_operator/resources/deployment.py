@@ -7,8 +7,8 @@ from typing import Any
 from llm_operator.api.models import LLMService
 from llm_operator.engines import EngineContainer, container_for
 from llm_operator.engines.base import MODEL_CACHE_VOLUME, SHM_VOLUME
+from llm_operator.resources.common import http_probe, metadata, restricted_security_context, selector_labels
 from llm_operator.resources.common import labels as common_labels
-from llm_operator.resources.common import metadata, selector_labels
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -18,37 +18,19 @@ STARTUP_PERIOD_SECONDS = 10
 STARTUP_FAILURE_THRESHOLD = 360
 
 
-def _http_probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": timeout,
-        "failureThreshold": failures,
-    }
-
-
 def probes(engine: EngineContainer) -> dict[str, Any]:
-    readiness = _http_probe(engine.health_path, period=10, failures=3)
+    readiness = http_probe(engine.health_path, period=10, failures=3)
     if engine.readiness_exec:
         readiness = {"exec": {"command": engine.readiness_exec}, "periodSeconds": 10, "failureThreshold": 3}
     return {
-        "startupProbe": _http_probe(engine.health_path, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
+        "startupProbe": http_probe(engine.health_path, STARTUP_PERIOD_SECONDS, STARTUP_FAILURE_THRESHOLD),
         "readinessProbe": readiness,
-        "livenessProbe": _http_probe(engine.health_path, period=20, failures=5, timeout=10),
+        "livenessProbe": http_probe(engine.health_path, period=20, failures=5, timeout=10),
     }
 
 
 def container_security_context(engine: EngineContainer) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": engine.run_as_user,
-        "runAsGroup": engine.run_as_user,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": engine.read_only_root_filesystem,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return restricted_security_context(engine.run_as_user, engine.read_only_root_filesystem)
 
 
 def resources(service: LLMService) -> dict[str, Any]:

@@ -26,7 +26,9 @@ from llm_operator.resources.common import (
     CONFIG_HASH_ANNOTATION,
     ROUTER_COMPONENT,
     config_hash,
+    http_probe,
     metadata,
+    restricted_security_context,
     selector_labels,
 )
 from llm_operator.resources.common import labels as common_labels
@@ -139,25 +141,8 @@ def router_env(
 
 
 def router_security_context() -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return restricted_security_context(RUN_AS_USER, read_only_root_filesystem=True)
 
-
-def _probe(path: str, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:
-    return {
-        "httpGet": {"path": path, "port": "http"},
-        "periodSeconds": period,
-        "timeoutSeconds": timeout,
-        "failureThreshold": failures,
-    }
 
 
 def build_router_deployment(
@@ -181,9 +166,9 @@ def build_router_deployment(
         ],
         "securityContext": router_security_context(),
         # Import of the proxy takes a while (seconds) on a small CPU share.
-        "startupProbe": _probe("/health/liveliness", period=2, failures=90),
-        "readinessProbe": _probe("/health/readiness", period=5, failures=3),
-        "livenessProbe": _probe("/health/liveliness", period=15, failures=4, timeout=10),
+        "startupProbe": http_probe("/health/liveliness", period=2, failures=90),
+        "readinessProbe": http_probe("/health/readiness", period=5, failures=3),
+        "livenessProbe": http_probe("/health/liveliness", period=15, failures=4, timeout=10),
         "resources": {
             # No CPU limit: throttling a proxy adds latency to every request.
             "requests": {"cpu": "500m", "memory": "512Mi"},
