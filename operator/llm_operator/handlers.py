@@ -1,9 +1,11 @@
 """kopf registrations: read, build, apply, write status. Nothing here decides.
 
-- create/update/resume of an LLMService, and a timer every few seconds, reconcile it: the
-  plan (plan.py) is applied with server-side apply, then status is computed (status.py).
-- events of the children (Deployments, Services, PVCs with our labels) reconcile their
-  owner at once, so a child deleted or edited by hand is restored within seconds.
+- create/update/resume of an LLMService, and a resync loop every few seconds, reconcile it:
+  the plan (plan.py) is applied with server-side apply, then status is computed (status.py).
+- events of the children (Deployments, Services, PVCs, ConfigMaps with our labels) reconcile
+  their owner at once, so a child deleted or edited by hand is restored within seconds;
+  Pod events refresh status.
+- an autoscaling loop samples Prometheus and applies the pure policy's decision.
 - no deletion handler and no finalizer: children carry owner references and the garbage
   collector removes them, so deletion never hangs while the operator is down.
 """
@@ -63,7 +65,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "llm-operator"
     settings.watching.server_timeout = 300
@@ -344,7 +345,13 @@ def autoscale(fresh: dict) -> None:
         return
     current = deployment["spec"].get("replicas", 0)
     ready, starting = _engine_pods(namespace, service)
-    history: deque[Sample] = memo.setdefault("history", deque(maxlen=240))
+    config = policy_config(service.spec)
+    # Keep as much history as the longest window the policy looks at (the prompt-rate peak).
+    needed = max(240, int(max(config.window_s, config.prompt_rate_peak_window_s) / autoscale_interval()) + 10)
+    history: deque[Sample] = memo.get("history") or deque(maxlen=needed)
+    if history.maxlen != needed:
+        history = deque(history, maxlen=needed)
+    memo["history"] = history
     try:
         router_pods = _router_pods(namespace, service) if service.spec.router.enabled else []
         history.append(PrometheusMetrics(prometheus_url()).sample(
@@ -356,7 +363,7 @@ def autoscale(fresh: dict) -> None:
         unavailable = str(error)
     status = fresh.get("status") or {}
     state = memo.get("state") or ScalerState(replicas=current, last_scale_time=_parse_time(status.get("lastScaleTime")))
-    decision = decide(list(history), replace(state, replicas=current), policy_config(service.spec), time.time())
+    decision = decide(list(history), replace(state, replicas=current), config, time.time())
     memo["state"] = decision.state
     if unavailable or decision.held:
         why = unavailable or decision.hold_reason
