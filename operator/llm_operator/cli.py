@@ -20,11 +20,12 @@ def _namespaces_from_env() -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.kubeconfig:
+        # kopf logs in through the kubernetes client, which reads $KUBECONFIG when it is first
+        # imported: set it before anything imports kopf or kubernetes.
+        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     import kopf
 
-    if args.kubeconfig:
-        # kopf logs in through the kubernetes client, which reads $KUBECONFIG.
-        os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
