@@ -26,15 +26,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = os.path.abspath(args.kubeconfig)
     import kopf
 
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
     kopf.configure(
         debug=args.log_level == "debug",
         verbose=args.log_level == "debug",
         quiet=args.log_level in ("warning", "error"),
     )
+    logging.getLogger().setLevel(args.log_level.upper())
+    if args.log_level == "info":
+        # kopf reports every handler call at INFO; what the operator decides is logged by us.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     # Settings the handlers read when they are registered, so they must be set before the import.
     if args.prometheus_url:
         os.environ["LLMOP_PROMETHEUS_URL"] = args.prometheus_url
