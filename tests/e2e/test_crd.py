@@ -5,6 +5,8 @@ message `llm-operator validate` gives, and serves explain, printer columns and s
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,16 @@ CRD_NAME = "llmservices.serving.llm-operator.io"
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
 # Server-side dry runs are validated like real writes but persist nothing, so they can share
 # the namespace every cluster has.
-DRY_RUN_NAMESPACE = "default"
+DRY_RUN_NAMESPACE = ""  # a namespace of this module's own, so objects elsewhere cannot collide
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _dry_run_namespace(cluster: Any) -> Iterator[None]:
+    global DRY_RUN_NAMESPACE
+    DRY_RUN_NAMESPACE = f"dry-run-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", DRY_RUN_NAMESPACE)
+    yield
+    cluster.kubectl("delete", "namespace", DRY_RUN_NAMESPACE, "--wait=false", check=False)
 
 
 def load_example(path: Path) -> dict[str, Any]:

@@ -38,7 +38,14 @@ import pytest
 import yaml
 
 from llm_operator.api.models import LLMService
-from llm_operator.resources.router import build_router_configmap, render_config
+from llm_operator.resources.router import (
+    CONFIG_DIR,
+    CONFIG_FILE,
+    PORT,
+    build_router_configmap,
+    build_router_deployment,
+    render_config,
+)
 from llm_operator.router.config import engine_base_url
 from unit.factories import make_service
 
@@ -122,8 +129,25 @@ class StandIn:
         return json.loads(http_get(f"{self.url}/stats")[1])
 
 
+def deployment_args_and_env(tmp: Path) -> tuple[list[str], dict[str, str]]:
+    """The router container's arguments other than --config/--port (workers, server) and its plain env
+    (log level, PROMETHEUS_MULTIPROC_DIR, ...), with paths under /tmp moved into `tmp`: the proxy starts
+    as the operator's Deployment starts it."""
+    llm = make_service("vllm", name="any", namespace=NAMESPACE)
+    (container,) = build_router_deployment(llm, "uid", {})["spec"]["template"]["spec"]["containers"]
+    args = list(container["args"])
+    for flag, value in (("--config", f"{CONFIG_DIR}/{CONFIG_FILE}"), ("--port", str(PORT))):
+        at = args.index(flag)
+        assert args[at + 1] == value
+        del args[at:at + 2]
+    env = {e["name"]: str(e["value"]) for e in container["env"] if "value" in e}
+    env = {k: str(tmp) + v[len("/tmp"):] if v.startswith("/tmp") else v for k, v in env.items()}
+    return args, env
+
+
 class Proxy:
-    """The real `litellm` proxy on 127.0.0.1 with a given config."""
+    """The real `litellm` proxy on 127.0.0.1 with a given config, started as the router Deployment starts it
+    (its extra arguments and environment, see deployment_args_and_env)."""
 
     def __init__(self, python: str, tmp: Path, config: dict[str, Any], env: Mapping[str, str]) -> None:
         self.port = free_port()
@@ -133,17 +157,21 @@ class Proxy:
         litellm = Path(python).with_name("litellm")
         proc_env = {key: value for key, value in os.environ.items()
                     if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+        self.deployment_args, deployment_env = deployment_args_and_env(tmp / f"pod-{self.port}")
         proc_env.update({
+            **deployment_env,
             "LITELLM_MASTER_KEY": MASTER_KEY,
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-            "LITELLM_LOG": "INFO",
             "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
             **env,
         })
+        for key in ("TMPDIR", "XDG_CACHE_HOME", "PROMETHEUS_MULTIPROC_DIR"):
+            if key in deployment_env:
+                Path(deployment_env[key]).mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [str(litellm), "--config", str(self.config_path), "--port", str(self.port), "--host", "127.0.0.1"],
+                [str(litellm), "--config", str(self.config_path), "--port", str(self.port), "--host", "127.0.0.1",
+                 *self.deployment_args],
                 stdout=out, stderr=subprocess.STDOUT, env=proc_env, cwd=tmp, start_new_session=True,
             )
         try:
@@ -153,7 +181,8 @@ class Proxy:
             stop(self.process)
             raise
         self.startup_seconds = time.monotonic() - started
-        print(f"litellm proxy ready in {self.startup_seconds:.1f}s on port {self.port}")
+        print(f"litellm proxy ready in {self.startup_seconds:.1f}s on port {self.port} "
+              f"({' '.join(self.deployment_args)})")
 
     @property
     def url(self) -> str:

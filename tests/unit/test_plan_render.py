@@ -15,7 +15,7 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples
 SKIP = {"serving.llm-operator.io/skip-fit-check": "true"}
 NO_ROUTER = {"router": {"enabled": False}}
 ENGINE_KINDS = ["Service", "Deployment"]
-ROUTER_KINDS = ["ConfigMap", "Service", "Deployment"]
+ROUTER_KINDS = ["ConfigMap", "Service", "Deployment", "HorizontalPodAutoscaler"]
 TOO_BIG = {
     "model": {"name": "meta-llama/Llama-3.3-70B-Instruct", "parameters": "70B"},
     "resources": {"gpus": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
@@ -144,8 +144,9 @@ def test_autoscaled_replicas_reach_the_deployment() -> None:
     body = manifest("vllm", {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}})
     objects = make_plan(body, UID, autoscaled_replicas=3).objects
     assert by_kind_and_name(objects, "Deployment", "llm")["spec"]["replicas"] == 3
-    # The autoscaler scales the engine; the router keeps spec.router.replicas.
-    assert by_kind_and_name(objects, "Deployment", "llm-router")["spec"]["replicas"] == 1
+    # The autoscaler scales the engine; the router's own HPA scales the router from spec.router.replicas.
+    assert "replicas" not in by_kind_and_name(objects, "Deployment", "llm-router")["spec"]
+    assert by_kind_and_name(objects, "HorizontalPodAutoscaler", "llm-router")["spec"]["minReplicas"] == 1
 
 
 @pytest.mark.parametrize("engine", ["vllm", "tgi", "ollama"])

@@ -10,6 +10,15 @@ All builders are pure. What the reconcile handler must read and do around them:
   (create, and treat 409 AlreadyExists as done). It is never patched, so it never rotates.
 - Status: `router_status(missing, ready, wanted)` gives the RouterReady condition; `status.endpoint` is
   `router_endpoint(service)`.
+- Scaling: the HorizontalPodAutoscaler `<name>-router` (`build_router_hpa`, applied after the Deployment)
+  owns the router's replica count between spec.router.replicas and `router_max_replicas`, on CPU. The
+  Deployment therefore leaves `spec.replicas` out, so server-side apply never resets what the HPA chose.
+
+Tuning (bench/router_overhead, results in bench/results/router_overhead.md): the proxy runs under Granian
+with ROUTER_WORKERS worker processes (`--run_granian --num_workers 2`; uvicorn's workers leave every
+keep-alive connection on one worker), LITELLM_LOG=ERROR, no database, the bundled cost map. With more than
+one worker, PROMETHEUS_MULTIPROC_DIR (on the /tmp emptyDir) makes /metrics sum litellm_in_flight_requests
+over the workers (LiteLLM registers it with multiprocess_mode="livesum"), which the Ollama autoscaling reads.
 """
 
 from __future__ import annotations
@@ -47,6 +56,26 @@ TMP_VOLUME = "tmp"
 CACHE_VOLUME = "cache"
 RUN_AS_USER = 65534  # nobody, the image's own user
 GENERATED_KEY = "key"  # the key of the generated Secret's data
+# Granian worker processes per router Pod: each is one Python event loop (one CPU at most).
+ROUTER_WORKERS = 2
+# Where the workers' prometheus_client files live, so /metrics sums them (on the /tmp emptyDir; LiteLLM
+# creates and wipes it at start-up).
+PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus-multiproc"
+
+# Sizing, from bench/router_overhead (LiteLLM 1.108.7, non-streaming completions, 2-core machine):
+# the proxy spends about ROUTER_CPU_MS_PER_REQUEST ms of CPU per request (all its processes, measured
+# from /proc), so one CPU carries ~1000/25 = 40 requests/s and ROUTER_WORKERS=2 workers at most ~80/s.
+# - CPU request 1: what a Pod is expected to use at the HPA's target (70% of 1 CPU = ~28 requests/s per
+#   Pod); no CPU limit, the second worker bursts into idle CPU instead of being throttled (throttling a
+#   proxy adds latency to every request).
+# - Memory: ~250 MiB resident per worker plus the Granian main process (~60 MiB) measured; request 768Mi,
+#   limit 2Gi for large request bodies and the Prometheus series.
+ROUTER_CPU_MS_PER_REQUEST = 25
+ROUTER_CPU_REQUEST = "1"
+ROUTER_MEMORY_REQUEST = "768Mi"
+ROUTER_MEMORY_LIMIT = "2Gi"
+# HPA: scale up when the Pods average this share of their CPU request.
+ROUTER_CPU_TARGET_PERCENT = 70
 
 
 def router_name(service: LLMService) -> str:
@@ -131,7 +160,9 @@ def router_env(
           included_key_envs(service, fallback_services, existing_secrets)),
         # The cost map ships with the package; the default download retries for seconds without egress.
         {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
-        {"name": "LITELLM_LOG", "value": "INFO"},
+        # INFO logs a line per request; the request path costs less CPU without them.
+        {"name": "LITELLM_LOG", "value": "ERROR"},
+        {"name": "PROMETHEUS_MULTIPROC_DIR", "value": PROMETHEUS_MULTIPROC_DIR},
         {"name": "TMPDIR", "value": "/tmp"},
         # Python and libraries that cache under $XDG_CACHE_HOME write to the emptyDir, not the image.
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
@@ -142,6 +173,18 @@ def router_env(
 
 def router_security_context() -> dict[str, Any]:
     return restricted_security_context(RUN_AS_USER, read_only_root_filesystem=True)
+
+
+def router_args() -> list[str]:
+    """The proxy's command-line arguments (the image's entrypoint is `litellm`)."""
+    return ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--port", str(PORT),
+            "--run_granian", "--num_workers", str(ROUTER_WORKERS)]
+
+
+def router_max_replicas(service: LLMService) -> int:
+    """The HPA's ceiling: twice the configured floor, and at least 4 (~110 requests/s at the CPU target,
+    more than one CPU-only engine replica serves; a GPU engine behind a router of 1 can still be met by 4)."""
+    return max(4, 2 * service.spec.router.replicas)
 
 
 
@@ -157,7 +200,7 @@ def build_router_deployment(
         "name": "litellm",
         "image": router.image or IMAGE,
         "imagePullPolicy": "IfNotPresent",
-        "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--port", str(PORT)],
+        "args": router_args(),
         "env": router_env(service, fallback_services, existing_secrets),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "volumeMounts": [
@@ -170,9 +213,10 @@ def build_router_deployment(
         "readinessProbe": http_probe("/health/readiness", period=5, failures=3),
         "livenessProbe": http_probe("/health/liveliness", period=15, failures=4, timeout=10),
         "resources": {
-            # No CPU limit: throttling a proxy adds latency to every request.
-            "requests": {"cpu": "500m", "memory": "512Mi"},
-            "limits": {"memory": "2Gi"},
+            # Sized from the benchmark (see ROUTER_CPU_MS_PER_REQUEST). No CPU limit: throttling a proxy
+            # adds latency to every request.
+            "requests": {"cpu": ROUTER_CPU_REQUEST, "memory": ROUTER_MEMORY_REQUEST},
+            "limits": {"memory": ROUTER_MEMORY_LIMIT},
         },
     }
     pod_spec: dict[str, Any] = {
@@ -196,7 +240,8 @@ def build_router_deployment(
         "kind": "Deployment",
         "metadata": metadata(service, router_name(service), uid, ROUTER_COMPONENT),
         "spec": {
-            "replicas": router.replicas,
+            # No "replicas": the HPA `<name>-router` owns it (the apiserver defaults a new Deployment to 1,
+            # the HPA raises it to minReplicas = spec.router.replicas at once).
             "selector": {"matchLabels": selector_labels(service, ROUTER_COMPONENT)},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "revisionHistoryLimit": 5,
@@ -230,19 +275,54 @@ def build_router_service(service: LLMService, uid: str | None) -> dict[str, Any]
     }
 
 
+def build_router_hpa(service: LLMService, uid: str | None) -> dict[str, Any]:
+    """HorizontalPodAutoscaler `<name>-router`: spec.router.replicas to `router_max_replicas`, on the Pods'
+    CPU (the router's work is CPU per request). Fast up (double, or +4 Pods, every 15 s, no stabilization:
+    a saturated proxy queues every request), slow down (5 min window, half per minute)."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(service, router_name(service), uid, ROUTER_COMPONENT),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": router_name(service)},
+            "minReplicas": service.spec.router.replicas,
+            "maxReplicas": router_max_replicas(service),
+            "metrics": [{
+                "type": "Resource",
+                "resource": {"name": "cpu",
+                             "target": {"type": "Utilization", "averageUtilization": ROUTER_CPU_TARGET_PERCENT}},
+            }],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "selectPolicy": "Max",
+                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15},
+                                 {"type": "Pods", "value": 4, "periodSeconds": 15}],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 300,
+                    "selectPolicy": "Max",
+                    "policies": [{"type": "Percent", "value": 50, "periodSeconds": 60}],
+                },
+            },
+        },
+    }
+
+
 def router_objects(
     service: LLMService,
     uid: str | None,
     fallback_services: Mapping[str, LLMService],
     existing_secrets: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """ConfigMap, Service and Deployment, in apply order (the Secret is applied apart, once)."""
+    """ConfigMap, Service, Deployment and HPA, in apply order (the Secret is applied apart, once)."""
     if not service.spec.router.enabled:
         return []
     return [
         build_router_configmap(service, uid, fallback_services, existing_secrets),
         build_router_service(service, uid),
         build_router_deployment(service, uid, fallback_services, existing_secrets),
+        build_router_hpa(service, uid),
     ]
 
 
@@ -270,12 +350,15 @@ __all__ = [
     "PORT",
     "build_router_configmap",
     "build_router_deployment",
+    "build_router_hpa",
     "build_router_secret",
     "build_router_service",
     "generate_master_key",
     "master_key_ref",
     "missing_references",
     "router_endpoint",
+    "router_args",
+    "router_max_replicas",
     "router_objects",
     "router_status",
 ]

@@ -11,7 +11,8 @@ from unit.factories import ENGINES, UID, make_service
 PORTS = {"vllm": 8000, "tgi": 80, "ollama": 11434}
 CONTAINER_PORTS = {"vllm": 8000, "tgi": 8080, "ollama": 11434}
 NO_ROUTER = {"router": {"enabled": False}}
-ROUTER = [("ConfigMap", "llm-router"), ("Service", "llm-router"), ("Deployment", "llm-router")]
+ROUTER = [("ConfigMap", "llm-router"), ("Service", "llm-router"), ("Deployment", "llm-router"),
+          ("HorizontalPodAutoscaler", "llm-router")]
 
 
 def kinds_and_names(objects: list[dict]) -> list[tuple[str, str]]:
@@ -98,7 +99,7 @@ def test_every_child_is_labelled_and_owned(engine: str, router: bool) -> None:
         make_service(engine, {"storage": {"size": "50Gi"}, "router": {"enabled": router}}, name="chat"), UID
     )
     router_objects = [o for o in objects if o["metadata"]["name"] == "chat-router"]
-    assert len(router_objects) == (3 if router else 0)
+    assert len(router_objects) == (4 if router else 0)
     for obj in objects:
         is_router = obj in router_objects
         labels = obj["metadata"]["labels"]
@@ -116,4 +117,7 @@ def test_desired_objects_passes_the_autoscaled_replicas() -> None:
     (deployment,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm"]
     assert deployment["spec"]["replicas"] == 3
     (router,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "llm-router"]
-    assert router["spec"]["replicas"] == 1  # spec.router.replicas, not the autoscaled engine count
+    # The router's count is its own HPA's (minReplicas = spec.router.replicas), not the engine's.
+    assert "replicas" not in router["spec"]
+    (hpa,) = [o for o in objects if o["kind"] == "HorizontalPodAutoscaler"]
+    assert hpa["spec"]["minReplicas"] == 1

@@ -1,4 +1,4 @@
-"""The router's ConfigMap, Secret, Deployment and Service, and its status helper."""
+"""The router's ConfigMap, Secret, Deployment, Service and HPA, and its status helper."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from llm_operator.resources.router import (
     PORT,
     build_router_configmap,
     build_router_deployment,
+    build_router_hpa,
     build_router_secret,
     build_router_service,
     generate_master_key,
@@ -84,6 +85,7 @@ def test_router_objects_follow_the_engine_objects(engine: str) -> None:
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
         ("Service", "llm"), ("Deployment", "llm"),
         ("ConfigMap", "llm-router"), ("Service", "llm-router"), ("Deployment", "llm-router"),
+        ("HorizontalPodAutoscaler", "llm-router"),
     ]
     for obj in objects[2:]:
         labels = obj["metadata"]["labels"]
@@ -177,12 +179,15 @@ def test_args_config_mount_and_probes() -> None:
     llm = make_service("vllm", {"router": {"replicas": 3}})
     deployment = build_router_deployment(llm, UID, {})
     c = container(deployment)
-    assert c["args"] == ["--config", "/etc/litellm/config.yaml", "--port", "4000"]
+    assert c["args"] == ["--config", "/etc/litellm/config.yaml", "--port", "4000",
+                         "--run_granian", "--num_workers", "2"]
     assert "command" not in c  # the image's entrypoint runs `litellm "$@"`
     assert c["ports"] == [{"name": "http", "containerPort": PORT, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/health/readiness", "port": "http"}
     assert c["livenessProbe"]["httpGet"] == {"path": "/health/liveliness", "port": "http"}
-    assert deployment["spec"]["replicas"] == 3
+    # The HPA owns the replica count; server-side apply must not reset it.
+    assert "replicas" not in deployment["spec"]
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["config"] == {"name": "config", "configMap": {"name": "llm-router"}}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
@@ -229,6 +234,53 @@ def test_router_pod_template_does_not_depend_on_its_replicas() -> None:
     one = build_router_deployment(make_service("vllm", {"router": {"replicas": 1}}), UID, {})
     two = build_router_deployment(make_service("vllm", {"router": {"replicas": 2}}), UID, {})
     assert one["spec"]["template"] == two["spec"]["template"]
+
+
+def test_tuned_env_and_resources() -> None:
+    c = container(build_router_deployment(make_service("vllm"), UID, {}))
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LITELLM_LOG"] == "ERROR"
+    assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    # Several workers: /metrics must sum litellm_in_flight_requests over them, from a writable emptyDir.
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert c["resources"] == {"requests": {"cpu": "1", "memory": "768Mi"}, "limits": {"memory": "2Gi"}}
+
+
+# --- HPA ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("replicas", "maximum"), [(1, 4), (2, 4), (3, 6), (10, 20)])
+def test_hpa_scales_the_router_deployment_on_cpu(replicas: int, maximum: int) -> None:
+    llm = make_service("vllm", {"router": {"replicas": replicas}})
+    hpa = build_router_hpa(llm, UID)
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["kind"] == "HorizontalPodAutoscaler"
+    assert hpa["metadata"]["name"] == "llm-router"
+    assert hpa["metadata"]["namespace"] == "ml"
+    assert hpa["metadata"]["labels"]["app.kubernetes.io/component"] == "router"
+    assert hpa["metadata"]["ownerReferences"][0]["uid"] == UID
+    spec = hpa["spec"]
+    assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "llm-router"}
+    assert (spec["minReplicas"], spec["maxReplicas"]) == (replicas, maximum)
+    assert spec["metrics"] == [{"type": "Resource", "resource": {
+        "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]
+    up, down = spec["behavior"]["scaleUp"], spec["behavior"]["scaleDown"]
+    assert up["stabilizationWindowSeconds"] == 0
+    assert {"type": "Percent", "value": 100, "periodSeconds": 15} in up["policies"]
+    assert down["stabilizationWindowSeconds"] >= 60
+
+
+def test_hpa_target_has_a_cpu_request() -> None:
+    """Utilization is relative to the request: the router container must have one."""
+    deployment = build_router_deployment(make_service("vllm"), UID, {})
+    assert container(deployment)["resources"]["requests"]["cpu"]
+    assert build_router_hpa(make_service("vllm"), UID)["spec"]["scaleTargetRef"]["name"] == \
+        deployment["metadata"]["name"]
+
+
+def test_no_hpa_without_router() -> None:
+    objects = desired_objects(make_service("vllm", {"router": {"enabled": False}}), UID)
+    assert "HorizontalPodAutoscaler" not in [o["kind"] for o in objects]
 
 
 # --- status ------------------------------------------------------------------------------------------
