@@ -77,6 +77,7 @@ def _selector(namespace: str, pods: Sequence[str]) -> str:
 
 class PrometheusMetrics:
     def __init__(self, url: str, timeout: int = QUERY_TIMEOUT_SECONDS) -> None:
+        self.url = url
         self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
         self.timeout = timeout
 
@@ -85,7 +86,9 @@ class PrometheusMetrics:
         try:
             result = self.client.custom_query(query, timeout=self.timeout)
         except (requests.RequestException, PrometheusApiClientException) as error:
-            raise MetricsUnavailable(f"Prometheus query failed: {error}") from error
+            # The first line of the cause is enough for a condition message; the query is not.
+            cause = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+            raise MetricsUnavailable(f"Prometheus at {self.url} did not answer: {cause}") from error
         latest = []
         for item in result:
             # A range query gives "values" (with the scrape times); an instant one "value".
