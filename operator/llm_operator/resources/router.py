@@ -68,8 +68,8 @@ PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus-multiproc"
 # - CPU request 1: what a Pod is expected to use at the HPA's target (70% of 1 CPU = ~28 requests/s per
 #   Pod); no CPU limit, the second worker bursts into idle CPU instead of being throttled (throttling a
 #   proxy adds latency to every request).
-# - Memory: ~250 MiB resident per worker plus the Granian main process (~60 MiB) measured; request 768Mi,
-#   limit 2Gi for large request bodies and the Prometheus series.
+# - Memory: not measured by the benchmark; 768Mi requested for two workers (the former 512Mi was for
+#   one), limit 2Gi for large request bodies and the Prometheus series. Check with a real Pod.
 ROUTER_CPU_MS_PER_REQUEST = 25
 ROUTER_CPU_REQUEST = "1"
 ROUTER_MEMORY_REQUEST = "768Mi"
