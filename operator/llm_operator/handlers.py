@@ -212,8 +212,11 @@ def _changed(current: dict, new: dict) -> bool:
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
-def on_change(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    reconcile(_fresh(body), logger)
+def on_change(body: kopf.Body, reason: str, logger: kopf.Logger, **_: Any) -> None:
+    fresh = _fresh(body)
+    reconcile(fresh, logger)
+    meta = fresh["metadata"]
+    _log.info(f"reconciled {meta['namespace']}/{meta['name']} generation {meta.get('generation')} ({reason})")
 
 
 class _Loop(threading.Thread):

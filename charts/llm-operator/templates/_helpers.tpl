@@ -78,6 +78,10 @@ collector through their owner references, and every write is a patch
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["list", "watch", "create", "patch"]
+# The router's HorizontalPodAutoscaler: only server-side applied (create when absent, patch).
+- apiGroups: ["autoscaling"]
+  resources: ["horizontalpodautoscalers"]
+  verbs: ["create", "patch"]
 # Pods are only observed: their readiness and the scheduler's verdicts go into status.
 - apiGroups: [""]
   resources: ["pods"]
