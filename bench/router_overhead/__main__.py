@@ -84,6 +84,11 @@ VARIANTS = {
                 ("--run_granian", "--num_workers", "2"), {"LITELLM_LOG": "ERROR"}, LEAN_SETTINGS),
         Variant("granian-1w-lean", "one Granian worker, lean as above", ("--run_granian",),
                 {"LITELLM_LOG": "ERROR"}, LEAN_SETTINGS),
+        Variant("granian-2w-no-metrics", "granian-2w-lean without the prometheus callback (what metrics cost)",
+                ("--run_granian", "--num_workers", "2"), {"LITELLM_LOG": "ERROR"},
+                {**LEAN_SETTINGS, "litellm_settings": {**LEAN_SETTINGS["litellm_settings"], "callbacks": []}}),
+        Variant("granian-4w-lean", "four Granian workers on two cores, lean as above",
+                ("--run_granian", "--num_workers", "4"), {"LITELLM_LOG": "ERROR"}, LEAN_SETTINGS),
         Variant("operator", "exactly the args and env of the operator's router Deployment"),
     )
 }

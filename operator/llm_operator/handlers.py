@@ -41,6 +41,7 @@ from llm_operator.resources.router import (
     router_name,
     router_status,
 )
+from llm_operator.router.config import router_metrics_enabled
 from llm_operator.status import Observed, compute_status, pod_ready
 
 RESYNC_SECONDS = 10.0
@@ -356,7 +357,8 @@ def autoscale(fresh: dict) -> None:
         history = deque(history, maxlen=needed)
     memo["history"] = history
     try:
-        router_pods = _router_pods(namespace, service) if service.spec.router.enabled else []
+        metrics = service.spec.router.enabled and router_metrics_enabled(service)
+        router_pods = _router_pods(namespace, service) if metrics else []
         history.append(PrometheusMetrics(prometheus_url()).sample(
             service.spec.engine, namespace, ready, starting, router_pods,
             parallel_slots=service.spec.serving.max_concurrent_requests or 1,

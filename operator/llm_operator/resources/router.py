@@ -41,7 +41,13 @@ from llm_operator.resources.common import (
     selector_labels,
 )
 from llm_operator.resources.common import labels as common_labels
-from llm_operator.router.config import MASTER_KEY_ENV, included_key_envs, litellm_config, missing_references
+from llm_operator.router.config import (
+    MASTER_KEY_ENV,
+    included_key_envs,
+    litellm_config,
+    missing_references,
+    router_metrics_enabled,
+)
 
 # The newest LiteLLM whose `litellm[proxy]` resolves from PyPI here; hack/install-litellm.sh installs the
 # same version for the e2e tests. Never 1.82.7 or 1.82.8 (published compromised on PyPI).
@@ -61,6 +67,11 @@ ROUTER_WORKERS = 2
 # Where the workers' prometheus_client files live, so /metrics sums them (on the /tmp emptyDir; LiteLLM
 # creates and wipes it at start-up).
 PROMETHEUS_MULTIPROC_DIR = "/tmp/prometheus-multiproc"
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(PORT),
+    "prometheus.io/path": "/metrics/",  # LiteLLM redirects /metrics there
+}
 
 # Sizing, from bench/router_overhead (LiteLLM 1.108.7, non-streaming completions, 2-core machine):
 # the proxy spends about ROUTER_CPU_MS_PER_REQUEST ms of CPU per request (all its processes, measured
@@ -162,7 +173,8 @@ def router_env(
         {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
         # INFO logs a line per request; the request path costs less CPU without them.
         {"name": "LITELLM_LOG", "value": "ERROR"},
-        {"name": "PROMETHEUS_MULTIPROC_DIR", "value": PROMETHEUS_MULTIPROC_DIR},
+        *([{"name": "PROMETHEUS_MULTIPROC_DIR", "value": PROMETHEUS_MULTIPROC_DIR}]
+          if router_metrics_enabled(service) else []),
         {"name": "TMPDIR", "value": "/tmp"},
         # Python and libraries that cache under $XDG_CACHE_HOME write to the emptyDir, not the image.
         {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
@@ -251,9 +263,7 @@ def build_router_deployment(
                     "annotations": {
                         # A config change changes the template, so the Deployment rolls out.
                         CONFIG_HASH_ANNOTATION: config_hash(config_text),
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(PORT),
-                        "prometheus.io/path": "/metrics/",  # LiteLLM redirects /metrics there
+                        **(SCRAPE_ANNOTATIONS if router_metrics_enabled(service) else {}),
                     },
                 },
                 "spec": pod_spec,

@@ -141,6 +141,23 @@ def included_key_envs(
     ]
 
 
+def router_metrics_enabled(service: LLMService) -> bool:
+    """Whether the autoscaler needs the router's in-flight gauge: as the queue of an engine without
+    metrics (Ollama), or to see the first request while the engine is scaled to zero. Only then is
+    LiteLLM's Prometheus callback on: it costs about a quarter of the router's throughput
+    (bench/results/router_overhead.md)."""
+    scaling = service.spec.autoscaling
+    return service.spec.engine == "ollama" or (scaling.enabled and scaling.min_replicas == 0)
+
+
+def _metrics_settings(service: LLMService) -> dict[str, Any]:
+    if not router_metrics_enabled(service):
+        return {}
+    # /metrics with the queue signal (see llm_operator.router). Prometheus scrapes it without the master
+    # key (the default asks for it); it holds counts and model names, no secrets.
+    return {"callbacks": ["prometheus"], "require_auth_for_metrics_endpoint": False}
+
+
 def litellm_config(
     service: LLMService,
     fallback_services: Mapping[str, LLMService],
@@ -180,11 +197,7 @@ def litellm_config(
         "model_list": model_list,
         "router_settings": router_settings,
         "litellm_settings": {
-            # /metrics, with the queue signal for the autoscaler (Ollama has no metrics of its own): see
-            # llm_operator.router. Prometheus scrapes it without the master key (the default asks for it);
-            # it holds counts and model names, no secrets.
-            "callbacks": ["prometheus"],
-            "require_auth_for_metrics_endpoint": False,
+            **_metrics_settings(service),
             # Request and response bodies stay out of logs and callbacks.
             "turn_off_message_logging": True,
             "json_logs": True,

@@ -241,9 +241,32 @@ def test_tuned_env_and_resources() -> None:
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LITELLM_LOG"] == "ERROR"
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
-    # Several workers: /metrics must sum litellm_in_flight_requests over them, from a writable emptyDir.
-    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
     assert c["resources"] == {"requests": {"cpu": "1", "memory": "768Mi"}, "limits": {"memory": "2Gi"}}
+
+
+@pytest.mark.parametrize(
+    ("engine", "autoscaling", "metrics"),
+    [
+        ("vllm", {}, False),
+        ("vllm", {"enabled": True, "minReplicas": 1}, False),
+        ("vllm", {"enabled": True, "minReplicas": 0}, True),  # the first request after zero
+        ("tgi", {"enabled": True, "minReplicas": 0}, True),
+        ("ollama", {}, True),  # the router's gauge is Ollama's only queue signal
+    ],
+)
+def test_router_metrics_only_where_the_autoscaler_needs_them(engine: str, autoscaling: dict, metrics: bool) -> None:
+    patch = {"autoscaling": autoscaling} if autoscaling else {}
+    if engine == "ollama":
+        patch["model"] = {"name": "qwen2.5:7b"}
+    service = make_service(engine, patch)
+    deployment = build_router_deployment(service, UID, {})
+    env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    config = yaml.safe_load(build_router_configmap(service, UID, {})["data"]["config.yaml"])
+    assert ("prometheus" in config["litellm_settings"].get("callbacks", [])) is metrics
+    assert (annotations.get("prometheus.io/scrape") == "true") is metrics
+    # Several workers: /metrics must sum litellm_in_flight_requests over them, from a writable emptyDir.
+    assert (env.get("PROMETHEUS_MULTIPROC_DIR", "").startswith("/tmp/")) is metrics
 
 
 # --- HPA ---------------------------------------------------------------------------------------------
