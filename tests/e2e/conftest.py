@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,15 +77,8 @@ def crd_installed(cluster: Cluster) -> Cluster:
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    # The ServiceAccount controller creates `default` shortly after the namespace; Pods need it.
-    cluster.wait_for(
-        f"serviceaccount default in {name}",
-        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with cluster.fresh_namespace() as name:
+        yield name
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import time
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,14 +95,8 @@ def release(crd_installed: Cluster, namespace: str) -> Iterator[str]:
 
 @pytest.fixture
 def watched_namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    cluster.kubectl("create", "namespace", name)
-    cluster.wait_for(
-        f"serviceaccount default in {name}",
-        lambda: cluster.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
-    )
-    yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    with cluster.fresh_namespace() as name:
+        yield name
 
 
 def test_chart_installs_the_operator_on_a_cpu_node_and_uninstalls_cleanly(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,21 @@ class Cluster:
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"
             )
         return result
+
+    @contextlib.contextmanager
+    def fresh_namespace(self) -> Iterator[str]:
+        """A new namespace, ready for Pods, deleted (without waiting) afterwards."""
+        name = f"t-{uuid.uuid4().hex[:8]}"
+        self.kubectl("create", "namespace", name)
+        # The ServiceAccount controller creates `default` shortly after the namespace; Pods need it.
+        self.wait_for(
+            f"serviceaccount default in {name}",
+            lambda: self.kubectl("get", "sa", "default", "-n", name, check=False).returncode == 0,
+        )
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
     def wait_for(self, what: str, predicate, timeout: float = 60, interval: float = 0.5):
         """Poll `predicate()` until it returns a truthy value; fail with `what` on timeout."""
