@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "-n", "--namespace", action="append", default=[],
-        help="watch this namespace (repeatable); default: $WATCH_NAMESPACE, else all namespaces",
+        help="watch this namespace (repeatable; kopf globs such as 'team-*' or '!kube-*' work); "
+        "default: $WATCH_NAMESPACE, else all namespaces",
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     run.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.cluster import Cluster, OperatorProcess
+from support.cluster import OPERATOR_NAMESPACE_PREFIX, Cluster, OperatorProcess
 from support.prometheus_server import PodTargets, PrometheusServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -76,8 +76,10 @@ def crd_installed(cluster: Cluster) -> Cluster:
 
 
 @pytest.fixture
-def namespace(cluster: Cluster) -> Iterator[str]:
-    with cluster.fresh_namespace() as name:
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace; the session operator serves it only when the test asked for the operator."""
+    prefix = OPERATOR_NAMESPACE_PREFIX if "operator" in request.fixturenames else "t"
+    with cluster.fresh_namespace(prefix) as name:
         yield name
 
 

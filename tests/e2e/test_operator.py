@@ -319,3 +319,20 @@ def test_deletion_does_not_wait_for_the_operator(operator: OperatorProcess, clus
                          lambda: get(cluster, namespace, "deployment", "orphan-safe") is None, timeout=60)
     finally:
         operator.start()
+
+
+def test_namespaces_outside_the_watch_scope_are_left_alone(
+    operator: OperatorProcess, cluster: Cluster, namespace: str
+) -> None:
+    """`run --namespace 'op-*'` (how the session operator runs): an LLMService in another
+    namespace gets no status, no finalizer and no children, while one in scope is served."""
+    with cluster.fresh_namespace("t") as outside:
+        apply(cluster, outside, llmservice("ignored"))
+        apply(cluster, namespace, llmservice("served"))
+        wait_ready(cluster, namespace, "served")
+        ignored = get(cluster, outside, "llms", "ignored")
+        assert ignored is not None
+        assert not ignored.get("status"), ignored.get("status")
+        assert not ignored["metadata"].get("finalizers")
+        children = cluster.kubectl("get", "deploy,svc,cm", "-n", outside, "-o", "name").stdout.split()
+        assert [c for c in children if "ignored" in c] == []

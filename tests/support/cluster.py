@@ -35,9 +35,9 @@ class Cluster:
         return result
 
     @contextlib.contextmanager
-    def fresh_namespace(self) -> Iterator[str]:
+    def fresh_namespace(self, prefix: str = "t") -> Iterator[str]:
         """A new namespace, ready for Pods, deleted (without waiting) afterwards."""
-        name = f"t-{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
         self.kubectl("create", "namespace", name)
         # The ServiceAccount controller creates `default` shortly after the namespace; Pods need it.
         self.wait_for(
@@ -62,6 +62,11 @@ class Cluster:
 
 
 
+# The session's operator serves only namespaces with this prefix, so tests of the bare API
+# (printer columns, status patches) in `t-` namespaces never race a reconcile.
+OPERATOR_NAMESPACE_PREFIX = "op"
+
+
 class OperatorProcess:
     """`llm-operator run` as a real subprocess against the test cluster."""
 
@@ -76,7 +81,8 @@ class OperatorProcess:
         command = [str(executable) if executable.exists() else "llm-operator"]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*command, "run", "--all-namespaces", "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info",
+            [*command, "run", "--namespace", f"{OPERATOR_NAMESPACE_PREFIX}-*",
+             "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info",
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env, start_new_session=True,
         )
