@@ -1,13 +1,14 @@
 """Added latency and throughput of the LiteLLM router, on loopback.
 
-    python -m bench.router_overhead [--requests 300] [--backend-delay-ms 20] [--concurrency 1,16,64]
+    python -m bench.router_overhead [--requests 300] [--backend-delay-ms 20] [--concurrency 1,16,64] [--repeat 3]
                                     [--variants operator,uvicorn-1w,...] [--json FILE] [--md FILE]
 
 Starts the OpenAI-compatible stand-in (tests/e2e/standin.py, answering after --backend-delay-ms) and, one
 after the other, the real LiteLLM proxy (the venv of hack/install-litellm.sh) in each configuration, with the
 config.yaml the operator generates (only `api_base` rewritten to the stand-in). At each concurrency, N
 keep-alive clients (aiohttp) send non-streaming chat completions, first to the stand-in directly, then
-through each proxy; a level stops after --requests requests or --max-seconds. Reports p50/p99 latency,
+through each proxy; a level stops after --requests requests or --max-seconds and runs --repeat times (the
+median-throughput run is reported, with every run's req/s). Reports p50/p99 latency,
 requests/s, the added latency (proxy minus direct) at p50/p99, and the proxy's CPU time per request (user +
 system of all its processes, from /proc). Everything listens on 127.0.0.1 and is stopped at the end.
 """
