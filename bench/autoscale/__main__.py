@@ -26,6 +26,8 @@ from bench.autoscale.policies import (
 from bench.autoscale.report import markdown_table, plot, summarize, write_json
 from bench.autoscale.simulator import Policy, SimResult, SimSettings, simulate
 from bench.autoscale.traces import Trace, load_trace
+from llm_operator.api.models import LLMServiceSpec
+from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import PolicyConfig
 
 
@@ -41,6 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gpu", choices=sorted(HARDWARE), default="h100")
     parser.add_argument("--min-replicas", type=int, default=1)
     parser.add_argument("--max-replicas", type=int, default=12)
+    parser.add_argument(
+        "--ours-scale-down-delay", type=int, default=900,
+        help="also run ours with this spec.autoscaling.scaleDownDelaySeconds (row 'ours-delay-<S>s'); 0: skip",
+    )
     args = parser.parse_args(argv)
     if not 45 <= args.cold_start <= 300:
         parser.error("--cold-start must be within 45..300 seconds")
@@ -134,20 +140,36 @@ class Bench:
         return self.settings.min_replicas, self.settings.max_replicas
 
 
-def our_config(settings: SimSettings, hardware: Hardware) -> PolicyConfig:
-    """The operator's defaults, with the bench's replica bounds and the GPU's prefill rate.
+def our_config(settings: SimSettings, hardware: Hardware, scale_down_delay_s: int | None = None) -> PolicyConfig:
+    """What the operator runs for a vLLM LLMService on one GPU with autoscaling on: an LLMService spec
+    through the operator's own spec -> PolicyConfig mapping, with the bench's replica bounds and
+    `targetPromptTokensPerSecond` set to the GPU's calibrated prefill rate (what a user measures for the
+    model on the GPU); everything else at the API's defaults unless `scale_down_delay_s` is given."""
+    autoscaling: dict[str, object] = {
+        "enabled": True, "minReplicas": settings.min_replicas, "maxReplicas": settings.max_replicas,
+        "targetPromptTokensPerSecond": int(hardware.token_rate_per_s),
+    }
+    if scale_down_delay_s is not None:
+        autoscaling["scaleDownDelaySeconds"] = scale_down_delay_s
+    spec = LLMServiceSpec.model_validate({
+        "engine": "vllm",
+        "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "parameters": "8B"},
+        "resources": {"gpus": 1},
+        "autoscaling": autoscaling,
+    })
+    return policy_config(spec)
 
-    `prompt_tokens_per_s_per_replica` is what a user measures for the model on the GPU and sets in
-    the spec (its default is the H100 figure); the bench takes the calibrated token rate.
-    """
-    return PolicyConfig(
-        min_replicas=settings.min_replicas,
-        max_replicas=settings.max_replicas,
-        prompt_tokens_per_s_per_replica=hardware.token_rate_per_s,
-    )
+
+def our_variants(settings: SimSettings, hardware: Hardware, scale_down_delay_s: int) -> dict[str, PolicyConfig]:
+    """`ours` with the API's defaults, plus the same LLMService with a longer scale-down delay, the one
+    setting a user tunes for a bursty service (spec.autoscaling.scaleDownDelaySeconds); 0: no extra row."""
+    variants = {"ours": our_config(settings, hardware)}
+    if scale_down_delay_s and scale_down_delay_s != variants["ours"].scale_down_delay_s:
+        variants[f"ours-delay-{scale_down_delay_s}s"] = our_config(settings, hardware, scale_down_delay_s)
+    return variants
 
 
-def run_all(bench: Bench, config: PolicyConfig) -> dict[str, SimResult]:
+def run_all(bench: Bench, configs: dict[str, PolicyConfig]) -> dict[str, SimResult]:
     """Every policy on the same trace; the adaptive ones start with the static-peak fleet (warm)."""
     low, high = bench.settings.min_replicas, bench.settings.max_replicas
     started = time.perf_counter()
@@ -157,7 +179,7 @@ def run_all(bench: Bench, config: PolicyConfig) -> dict[str, SimResult]:
         ("hpa-gpu-util", lambda: bench.run(HpaGpuUtilization(low, high), warm)),
         ("keda-queue", lambda: bench.run(KedaQueue(low, high), warm)),
         ("kubeai", lambda: bench.run(KubeAI(low, high), warm)),
-        ("ours", lambda: bench.run(OurPolicy(config), warm)),
+        *[(name, lambda c=config: bench.run(OurPolicy(c), warm)) for name, config in configs.items()],
         ("oracle", lambda: bench.oracle(results["static-peak"])),
     ]:
         results[name] = make()
@@ -171,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = SimSettings(cold_start_s=args.cold_start, min_replicas=args.min_replicas, max_replicas=args.max_replicas)
     bench = Bench(trace, HARDWARE[args.gpu], settings, args.slo_ttft, args.slo_target)
     print(f"{trace.name}: {len(trace)} requests over {trace.duration_s / 60:.0f} min on {args.gpu}", file=sys.stderr)
-    results = run_all(bench, our_config(settings, bench.hardware))
+    results = run_all(bench, our_variants(settings, bench.hardware, args.ours_scale_down_delay))
     summaries = {name: summarize(result, args.slo_ttft) for name, result in results.items()}
     table = markdown_table(summaries, args.slo_ttft, args.slo_target)
     print(table)
@@ -188,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "slo_target": args.slo_target,
         "min_replicas": args.min_replicas,
         "max_replicas": args.max_replicas,
+        "ours_scale_down_delay_s": args.ours_scale_down_delay,
     }
     (args.out / f"{stem}.md").write_text(f"## {stem}\n\n{table}\n")
     write_json(summaries, args.out / f"{stem}.json", meta)

@@ -375,7 +375,7 @@ class Autoscaling(SpecModel):
     target_prompt_tokens_per_second: int | None = Field(
         default=None, ge=1, le=10_000_000,
         description="Prompt tokens per second one replica can prefill. When set (vllm and tgi), the operator "
-        "provisions for the peak prompt-token rate of the last 3 x scaleDownDelaySeconds, with 10% headroom, "
+        "provisions for the peak prompt-token rate of the last 15 minutes, with 10% headroom, "
         "so capacity added for one burst is there for the next; it catches bursts before a queue forms. "
         "About 20000 for an 8B model on one H100 and 8000 on one A100 (see bench/README.md); measure your "
         "model. Unset (default): off, and replicas follow the queue, KV-cache and GPU signals.",
@@ -387,7 +387,8 @@ class Autoscaling(SpecModel):
     scale_down_delay_seconds: int = Field(
         default=300, ge=0, le=86400,
         description="How long a lower replica count must be wanted before scaling down; model loading is "
-        "slow, so this is long. Default: 300.",
+        "slow, so this is long. For bursty traffic whose bursts are shorter than a replica's cold start, 900 "
+        "keeps capacity between bursts (bench/README.md). Default: 300.",
     )
 
     rules = (

@@ -18,9 +18,8 @@ def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
         target_kv_cache_usage=float(scaling.target_kv_cache_usage) if spec.engine == "vllm" else None,
         scale_up_stabilization_s=float(scaling.scale_up_stabilization_seconds),
         scale_down_delay_s=float(scaling.scale_down_delay_seconds),
-        # The prompt-rate peak is remembered three scale-down delays (900 s by default, the value
-        # the benchmark was tuned with), so one knob sets how long capacity outlives demand.
-        prompt_rate_peak_window_s=3.0 * scaling.scale_down_delay_seconds,
+        # The prompt-rate peak window stays at the policy's tuned 900 s; scaleDownDelaySeconds alone sets
+        # how much longer capacity outlives demand (bench/README.md: 900 s for bursty traffic).
         # Opt-in: a replica's prefill rate depends on the model and GPU. Ollama exports no counter.
         prompt_tokens_per_s_per_replica=(
             None if spec.engine == "ollama" or scaling.target_prompt_tokens_per_second is None

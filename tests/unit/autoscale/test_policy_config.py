@@ -19,7 +19,8 @@ def test_targets_and_bounds_come_from_the_spec() -> None:
     assert (config.min_replicas, config.max_replicas, config.target_queue_depth) == (0, 7, 3.0)
     assert (config.scale_down_delay_s, config.scale_up_stabilization_s) == (120.0, 30.0)
     assert (config.target_kv_cache_usage, config.target_gpu_utilization) == (0.7, 65.0)
-    assert config.prompt_rate_peak_window_s == 360.0  # three scale-down delays
+    # The peak window is the policy's own, not tied to the delay.
+    assert config.prompt_rate_peak_window_s == 900.0
 
 
 def test_kv_cache_target_only_for_vllm() -> None:

@@ -170,3 +170,20 @@ def test_oracle_never_costs_more_than_static_peak_and_meets_the_slo():
     oracle = bench.oracle(static)
     assert bench.meets_slo(oracle)
     assert oracle.gpu_hours <= static.gpu_hours
+
+
+def test_ours_is_the_operators_mapping_of_an_llmservice_spec() -> None:
+    from bench.autoscale.__main__ import our_variants
+    from bench.autoscale.simulator import SimSettings
+
+    variants = our_variants(SimSettings(min_replicas=1, max_replicas=12), A100, 900)
+    assert list(variants) == ["ours", "ours-delay-900s"]
+    ours, delayed = variants["ours"], variants["ours-delay-900s"]
+    assert (ours.min_replicas, ours.max_replicas) == (1, 12)
+    assert ours.prompt_tokens_per_s_per_replica == A100.token_rate_per_s
+    assert ours.scale_down_delay_s == 300.0  # the API's default
+    assert ours.target_kv_cache_usage == 0.8 and ours.target_queue_depth == 5.0
+    # Only the delay differs: the prompt-rate window is the policy's, not the delay's.
+    assert delayed.scale_down_delay_s == 900.0
+    assert delayed.prompt_rate_peak_window_s == ours.prompt_rate_peak_window_s == 900.0
+    assert list(our_variants(SimSettings(), H100, 0)) == ["ours"]
