@@ -468,7 +468,10 @@ class Router(SpecModel):
     routing_strategy: RoutingStrategy = Field(
         default="least-busy",
         description="LiteLLM routing strategy: simple-shuffle | least-busy | latency-based-routing | "
-        "usage-based-routing-v2. Default: least-busy.",
+        "usage-based-routing-v2. LiteLLM applies it among the deployments of one model name; the router "
+        "reaches the local engine (and each fallback) through one Service address, and that ClusterIP Service "
+        "spreads the router's pooled keep-alive connections over the engine's ready replicas. "
+        "Default: least-busy.",
     )
     timeout_seconds: int = Field(
         default=600, ge=1, le=86400, description="Timeout of one request, in seconds. Default: 600."
