@@ -89,6 +89,23 @@ def requests_by_verb(metrics: str) -> Counter[str]:
     return totals
 
 
+BENCH_NODES = ("bench-cpu-0", "bench-cpu-1")
+
+
+def bench_node(name: str) -> dict:
+    """A big fake CPU Node (the testbed's cpu-0 holds 32 CPUs: 16 routers at 1 CPU each would fill it)."""
+    capacity = {"cpu": "2000", "memory": "16Ti", "pods": "1000", "ephemeral-storage": "10Ti"}
+    return {
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                     "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                "kubernetes.io/arch": "amd64", "type": "kwok"}},
+        "status": {"allocatable": capacity, "capacity": capacity, "phase": "Running",
+                   "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "fake",
+                                "kubeProxyVersion": "fake"}},
+    }
+
+
 def llmservice(name: str) -> dict:
     return {
         "apiVersion": "serving.llm-operator.io/v1alpha1", "kind": "LLMService",
@@ -199,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     cluster = Cluster()
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/llmservices.serving.llm-operator.io")
+    nodes = "---\n".join(yaml.safe_dump(bench_node(name)) for name in BENCH_NODES)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=nodes)
+    cluster.kubectl("wait", "--for=condition=Ready", "--timeout=120s", *(f"node/{n}" for n in BENCH_NODES))
     rows: list[Row] = []
     try:
         with tempfile.TemporaryDirectory(prefix="operator-scale-") as work:
@@ -206,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(measure(cluster, count, args.steady_seconds, Path(work)))
                 print(table(rows[-1:]).splitlines()[-1], rows[-1].api_requests_per_s_by_verb, flush=True)
     finally:
+        cluster.kubectl("delete", "node", *BENCH_NODES, "--wait=false")
         cluster.stop()
     text = table(rows)
     print("\n" + text)

@@ -40,6 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["LLMOP_PROMETHEUS_URL"] = args.prometheus_url
     if args.autoscale_interval:
         os.environ["LLMOP_AUTOSCALE_INTERVAL"] = str(args.autoscale_interval)
+    if args.resync_interval:
+        os.environ["LLMOP_RESYNC_INTERVAL"] = str(args.resync_interval)
     from llm_operator import handlers  # noqa: F401  (importing registers the kopf handlers)
 
     namespaces = args.namespace or _namespaces_from_env()
@@ -118,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--autoscale-interval", type=float, default=None, metavar="SECONDS",
         help="how often autoscaling decides (default: $LLMOP_AUTOSCALE_INTERVAL, else 15)",
+    )
+    run.add_argument(
+        "--resync-interval", type=float, default=None, metavar="SECONDS",
+        help="how often every LLMService's plan is rebuilt and its status refreshed; an unchanged plan is "
+        "applied again every 5 minutes (default: $LLMOP_RESYNC_INTERVAL, else 30)",
     )
     run.set_defaults(func=cmd_run)
 

@@ -1,8 +1,12 @@
 """kopf registrations: read, build, apply, write status. Nothing here decides.
 
-- create/update/resume of an LLMService, and a resync loop every few seconds, reconcile it:
-  the plan (plan.py) is applied with server-side apply, then status is computed (status.py).
-- events of the children (Deployments, Services, PVCs, ConfigMaps with our labels) reconcile
+- create/update/resume of an LLMService reconciles it: the plan (plan.py) is applied with
+  server-side apply, then status is computed (status.py); so are the LLMServices that name it
+  as a fallback.
+- a resync loop (every 30 s, `--resync-interval`) rebuilds each plan and refreshes status; it
+  applies only when the plan differs from the last one applied, or that was 5 minutes ago, so
+  an idle operator costs the apiserver a few reads per LLMService (bench/operator_scale).
+- events of the children (Deployments, Services, PVCs, ConfigMaps, HPAs with our labels) reconcile
   their owner at once, so a child deleted or edited by hand is restored within seconds;
   Pod events refresh status.
 - an autoscaling loop samples Prometheus and applies the pure policy's decision.
@@ -44,13 +48,17 @@ from llm_operator.resources.router import (
 from llm_operator.router.config import router_metrics_enabled
 from llm_operator.status import Observed, compute_status, pod_ready
 
-RESYNC_SECONDS = 10.0
+# A resync applies an unchanged plan again only this often: hand edits of watched children arrive
+# as events, and this catches what is not watched (the generated Secret) and any missed event.
+FULL_APPLY_SECONDS = 300.0
 _log = logging.getLogger("llm_operator")
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 _locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 _last_warning: dict[str, str] = {}
 _last_status: dict[str, dict] = {}
+# Per uid: (plan digest, time.monotonic() of the apply, the objects applied).
+_last_applied: dict[str, tuple[str, float, list[dict]]] = {}
 # The autoscaler's replica count and ScalingActive condition per LLMService. status keeps them
 # across restarts; this keeps a reconcile that holds a slightly older body from undoing them.
 _autoscaled: dict[str, int] = {}
@@ -82,6 +90,7 @@ def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_:
     finalizer would hang deletion while the operator is down.)"""
     if event.get("type") == "DELETED":
         _known.pop((namespace, name), None)
+        _last_applied.pop(body.get("metadata", {}).get("uid", ""), None)
     else:
         _known[(namespace, name)] = _fresh(body)
 
@@ -172,8 +181,14 @@ def _observe(plan: Plan, body: dict, namespace: str, name: str, router: tuple[st
     )
 
 
-def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True) -> None:
-    """Apply the plan (unless `apply` is False: a status refresh) and write status."""
+def _unchanged_since_last_apply(uid: str, plan: Plan) -> bool:
+    last = _last_applied.get(uid)
+    return last is not None and last[0] == plan.digest and time.monotonic() - last[1] < FULL_APPLY_SECONDS
+
+
+def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True, lazy: bool = False) -> None:
+    """Apply the plan (unless `apply` is False: a status refresh) and write status.
+    `lazy` (the resync): skip the apply when the plan is the one applied last, recently."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     key = f"{namespace}/{name}"
@@ -184,11 +199,12 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
             _warn_once(body, uid, "InvalidSpec", "; ".join(plan.problems))
         elif plan.fit is not None and not plan.deploy:
             _warn_once(body, uid, "ModelDoesNotFit", plan.fit.message)
-        elif apply:
+        elif apply and not (lazy and _unchanged_since_last_apply(uid, plan)):
             _last_warning.pop(uid, None)
             if plan.service is not None and plan.service.spec.router.enabled:
                 _ensure_master_key(plan.service, uid)
             _apply_plan(plan, namespace)
+            _last_applied[uid] = (plan.digest, time.monotonic(), plan.objects)
         router = _router_condition(plan, namespace, fallbacks, secrets)
         status = compute_status(_observe(plan, body, namespace, name, router))
         # Compare with what this process wrote last, not with a body that may be a few events old.
@@ -218,6 +234,19 @@ def on_change(body: kopf.Body, reason: str, logger: kopf.Logger, **_: Any) -> No
     reconcile(fresh, logger)
     meta = fresh["metadata"]
     _log.info(f"reconciled {meta['namespace']}/{meta['name']} generation {meta.get('generation')} ({reason})")
+    for other in _fallback_users(meta["namespace"], meta["name"]):
+        _reconcile_quietly(other, logger)
+
+
+def _fallback_users(namespace: str, name: str) -> list[dict]:
+    """The known LLMServices of `namespace` whose router falls back to LLMService `name`: they pick
+    it up (or drop it) at once instead of at the next resync."""
+    return [
+        body for (ns, _), body in list(_known.items())
+        if ns == namespace and not body["metadata"].get("deletionTimestamp")
+        and any(f.get("llmService") == name
+                for f in ((body.get("spec") or {}).get("router") or {}).get("fallbacks") or [])
+    ]
 
 
 class _Loop(threading.Thread):
@@ -245,7 +274,8 @@ _loops: list[_Loop] = []
 @kopf.on.startup()
 def start_loops(**_: Any) -> None:
     # Resync repairs drift and refreshes status (Pods becoming Ready, the scheduler's verdicts).
-    _loops.append(_Loop("resync", RESYNC_SECONDS, lambda body: _reconcile_quietly(body, _log), lambda _: True))
+    _loops.append(_Loop("resync", resync_interval(), lambda body: _reconcile_quietly(body, _log, lazy=True),
+                        lambda _: True))
     _loops.append(_Loop("autoscale", autoscale_interval(), autoscale, _autoscaling_enabled))
     for loop in _loops:
         loop.start()
@@ -267,32 +297,53 @@ def _owner(body: kopf.Body) -> dict | None:
     children removed by garbage collection (or a terminating namespace) must stay removed."""
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
-            owner = kube.get_llmservice(body["metadata"]["namespace"], ref["name"])
+            namespace = body["metadata"]["namespace"]
+            # The watch's latest body when it has one: child events are frequent, reads are not free.
+            owner = _known.get((namespace, ref["name"])) or kube.get_llmservice(namespace, ref["name"])
             if owner and owner["metadata"]["uid"] == ref["uid"] and not owner["metadata"].get("deletionTimestamp"):
                 return owner
     return None
 
 
-def _reconcile_quietly(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True) -> None:
+def _reconcile_quietly(
+    body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True, lazy: bool = False
+) -> None:
     """For event-driven reconciles: an owner or namespace on its way out is not an error."""
     try:
-        reconcile(body, logger, apply=apply)
+        reconcile(body, logger, apply=apply, lazy=lazy)
     except (NotFoundError, ForbiddenError) as error:
         if isinstance(error, ForbiddenError) and "NamespaceTerminating" not in str(error.body):
             raise
         logger.debug(f"skipped: {error.summary()}")
 
 
+def _still_as_applied(owner: dict, child: dict) -> bool:
+    """Whether the child still holds every field we applied last: then the change was someone else's
+    field (a controller's status, an HPA's metrics), and no drift to repair."""
+    applied = _last_applied.get(owner["metadata"]["uid"])
+    for desired in applied[2] if applied else []:
+        if desired["kind"] == child.get("kind") and desired["metadata"]["name"] == child["metadata"]["name"]:
+            return kube.contains(child, desired)
+    return False
+
+
 def _on_child_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     if event.get("type") not in ("DELETED", "MODIFIED"):
         return
     owner = _owner(body)
-    if owner is not None:
-        _reconcile_quietly(owner, logger)
+    if owner is None:
+        return
+    child = event.get("object") or {}
+    if event.get("type") == "MODIFIED" and _still_as_applied(owner, child):
+        if child.get("kind") == "Deployment":  # ready replicas feed status
+            _reconcile_quietly(owner, logger, apply=False)
+        return
+    _reconcile_quietly(owner, logger)
 
 
 for _group_version, _plural in (
     ("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"), ("v1", "configmaps"),
+    ("autoscaling/v2", "horizontalpodautoscalers"),
 ):
     kopf.on.event(_group_version, _plural, labels=MANAGED)(_on_child_event)
 
@@ -308,6 +359,10 @@ def on_pod_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 # --- autoscaling -----------------------------------------------------------------------------
+
+def resync_interval() -> float:
+    return float(os.environ.get("LLMOP_RESYNC_INTERVAL", "30"))
+
 
 def autoscale_interval() -> float:
     return float(os.environ.get("LLMOP_AUTOSCALE_INTERVAL", "15"))

@@ -3,6 +3,8 @@ does the model fit, and which objects express it. `render` and the handlers both
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +35,11 @@ class Plan:
     @property
     def deploy(self) -> bool:
         return bool(self.objects)
+
+    @property
+    def digest(self) -> str:
+        """A fingerprint of the desired objects: equal digests, nothing new to apply."""
+        return hashlib.sha256(json.dumps(self.objects, sort_keys=True).encode()).hexdigest()
 
 
 def fit_input(spec: LLMServiceSpec) -> FitInput:

@@ -37,7 +37,7 @@ NAMESPACED_RULES = {
     ("", "persistentvolumeclaims"): {"get", "list", "watch", "create", "patch"},
     ("", "services"): {"list", "watch", "create", "patch"},
     ("", "configmaps"): {"list", "watch", "create", "patch"},
-    ("autoscaling", "horizontalpodautoscalers"): {"create", "patch"},
+    ("autoscaling", "horizontalpodautoscalers"): {"list", "watch", "create", "patch"},
     ("", "pods"): {"list", "watch"},
     ("", "secrets"): {"get", "create"},
     ("", "events"): {"create"},
@@ -252,7 +252,7 @@ def test_operator_runs_with_exactly_the_charts_rbac(
         # $KUBECONFIG too: `import kopf` loads kubernetes.config, which fixes its default kubeconfig
         # path from $KUBECONFIG at import, before `run` applies --kubeconfig.
         process = subprocess.Popen(
-            [str(executable), *args, "--kubeconfig", as_account.kubeconfig],
+            [str(executable), *args, "--kubeconfig", as_account.kubeconfig, "--resync-interval", "5"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**as_account.env, **env, "KUBECONFIG": as_account.kubeconfig},
         )
@@ -290,7 +290,7 @@ def test_operator_runs_with_exactly_the_charts_rbac(
             "get", "events", "-n", watched_namespace, "-o", "name",
             "--field-selector", "involvedObject.name=huge,reason=ModelDoesNotFit",
         ).stdout.strip(), timeout=30)
-        # Every resync (10 s) applies each plan again under this token: let one pass.
+        # Resyncs (every 5 s here) rebuild each plan and refresh status under this token: let two pass.
         time.sleep(12)
         assert healthy()
     finally:

@@ -127,7 +127,7 @@ def test_spec_change_rolls_out_and_reapply_does_not(operator: OperatorProcess, c
 
     apply(cluster, namespace, spec)  # the same spec again: nothing may restart
     apply(cluster, namespace, {**spec, "metadata": {**spec["metadata"], "labels": {"team": "ml"}}})
-    time.sleep(12)  # longer than a resync: a no-op reconcile has had its chance to restart Pods
+    time.sleep(12)  # two resyncs (5 s in the tests): a no-op reconcile has had its chance to restart Pods
     assert len(replicasets(cluster, namespace, "rollout")) == 1
     assert [p["metadata"]["uid"] for p in engine_pods(cluster, namespace, "rollout")] == [pod["metadata"]["uid"]]
 
@@ -142,17 +142,23 @@ def test_spec_change_rolls_out_and_reapply_does_not(operator: OperatorProcess, c
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
 
 
-@pytest.mark.parametrize("kind", ["deployment", "service"])
-def test_child_deleted_by_hand_comes_back(operator: OperatorProcess, cluster: Cluster, namespace: str, kind: str):
+@pytest.mark.parametrize(("kind", "name"), [
+    ("deployment", "restore"), ("service", "restore"), ("configmap", "restore-router"),
+    ("horizontalpodautoscaler", "restore-router"),
+])
+def test_child_deleted_by_hand_comes_back(
+    operator: OperatorProcess, cluster: Cluster, namespace: str, kind: str, name: str
+) -> None:
     apply(cluster, namespace, llmservice("restore"))
     wait_ready(cluster, namespace, "restore")
-    before = get(cluster, namespace, kind, "restore")
+    before = get(cluster, namespace, kind, name)
     assert before is not None
-    cluster.kubectl("delete", kind, "restore", "-n", namespace)
+    cluster.kubectl("delete", kind, name, "-n", namespace)
     def recreated() -> dict | None:
-        obj = get(cluster, namespace, kind, "restore")
+        obj = get(cluster, namespace, kind, name)
         return obj if obj and obj["metadata"]["uid"] != before["metadata"]["uid"] else None
 
+    # Well within the 5-minute full re-apply: the deletion event itself triggers the repair.
     restored = cluster.wait_for(f"the {kind} to be recreated", recreated, timeout=20)
     assert restored["metadata"]["ownerReferences"][0]["kind"] == "LLMService"
 

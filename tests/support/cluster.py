@@ -82,7 +82,7 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*command, "run", "--namespace", f"{OPERATOR_NAMESPACE_PREFIX}-*",
-             "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info",
+             "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info", "--resync-interval", "5",
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env, start_new_session=True,
         )

@@ -296,3 +296,18 @@ def test_cli_render(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["render", "-f", str(path)]) == 0
     out = capsys.readouterr().out
     assert out == render_files([str(path)])
+
+
+def test_digest_is_stable_and_follows_every_desired_change() -> None:
+    """The resync applies only when the digest moves: it must move for any change of desired state."""
+    body = apiserver_body(manifest("vllm"))
+    first, again = make_plan(body, UID), make_plan(apiserver_body(manifest("vllm")), UID)
+    assert first.digest == again.digest
+    autoscaled = apiserver_body(manifest("vllm", {"autoscaling": {"enabled": True}}))
+    assert make_plan(autoscaled, UID, autoscaled_replicas=3).digest != make_plan(autoscaled, UID, 2).digest
+    longer = apiserver_body(manifest("vllm", {"serving": {"maxModelLen": 4096}}))
+    assert make_plan(longer, UID).digest != first.digest
+    with_fallback = apiserver_body(manifest("vllm", {"router": {"fallbacks": [{"llmService": "backup"}]}}))
+    missing = make_plan(with_fallback, UID, fallback_services={})
+    present = make_plan(with_fallback, UID, fallback_services={"backup": make_plan(body, UID).service})
+    assert missing.digest != present.digest  # a fallback appearing changes the router config

@@ -78,10 +78,11 @@ collector through their owner references, and every write is a patch
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["list", "watch", "create", "patch"]
-# The router's HorizontalPodAutoscaler: only server-side applied (create when absent, patch).
+# The router's HorizontalPodAutoscaler: server-side applied, and watched so that a hand edit or
+# deletion is repaired at once.
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["create", "patch"]
+  verbs: ["list", "watch", "create", "patch"]
 # Pods are only observed: their readiness and the scheduler's verdicts go into status.
 - apiGroups: [""]
   resources: ["pods"]
