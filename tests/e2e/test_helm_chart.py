@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.cluster import REPO_ROOT, Cluster
+from support.cluster import REPO_ROOT, Cluster, condition
 
 CHART = REPO_ROOT / "charts" / "llm-operator"
 GROUP = "serving.llm-operator.io"
@@ -73,16 +73,7 @@ def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.Complet
 
 
 def get(cluster: Cluster, kind: str, name: str, namespace: str | None = None) -> dict | None:
-    scope = ["-n", namespace] if namespace else []
-    result = cluster.kubectl("get", kind, name, *scope, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(obj: dict | None, type_: str) -> dict:
-    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if item["type"] == type_:
-            return item
-    return {}
+    return cluster.get_json(kind, name, namespace)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support.cluster import Cluster, OperatorProcess
+from support.cluster import Cluster, OperatorProcess, condition
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "manifests" / "examples").glob("*.yaml"))
 GPU_PRODUCT = "nvidia.com/gpu.product"
@@ -34,15 +34,7 @@ def apply(cluster: Cluster, namespace: str, obj: dict) -> None:
 
 
 def get(cluster: Cluster, namespace: str, kind: str, name: str) -> dict | None:
-    result = cluster.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(result.stdout) if result.returncode == 0 else None
-
-
-def condition(obj: dict | None, type_: str) -> dict:
-    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
-        if item["type"] == type_:
-            return item
-    return {}
+    return cluster.get_json(kind, name, namespace)
 
 
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: int = 120) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -34,6 +35,12 @@ class Cluster:
             )
         return result
 
+    def get_json(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        """The object as JSON, or None when it does not exist."""
+        scope = ["-n", namespace] if namespace else []
+        result = self.kubectl("get", kind, name, *scope, "-o", "json", check=False)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
     @contextlib.contextmanager
     def fresh_namespace(self, prefix: str = "t") -> Iterator[str]:
         """A new namespace, ready for Pods, deleted (without waiting) afterwards."""
@@ -60,6 +67,14 @@ class Cluster:
             time.sleep(interval)
         raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
+
+
+def condition(obj: dict | None, type_: str) -> dict:
+    """The status condition of `type_`, or {} when the object or the condition is missing."""
+    for item in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if item["type"] == type_:
+            return item
+    return {}
 
 
 # The session's operator serves only namespaces with this prefix, so tests of the bare API
