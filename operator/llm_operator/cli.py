@@ -9,6 +9,13 @@ import sys
 from collections.abc import Sequence
 
 from llm_operator import __version__
+from llm_operator.defaults import (
+    ENGINE_IMAGE_ENV,
+    OperatorDefaults,
+    defaults_from_env,
+    defaults_problems,
+    defaults_to_env,
+)
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -19,7 +26,25 @@ def _namespaces_from_env() -> list[str]:
     return [ns.strip() for ns in raw.split(",") if ns.strip()]
 
 
+def _defaults_from_args(args: argparse.Namespace) -> OperatorDefaults:
+    """Flags win over the environment (LLMOP_VLLM_IMAGE, ...), which the chart may also set."""
+    from_env = defaults_from_env(os.environ)
+    images = dict(from_env.engine_images)
+    images.update({engine: image for engine in ENGINE_IMAGE_ENV if (image := getattr(args, f"{engine}_image"))})
+    return OperatorDefaults(
+        engine_images=images,
+        router_image=args.router_image or from_env.router_image,
+        image_pull_secrets=tuple(args.image_pull_secret) or from_env.image_pull_secrets,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    defaults = _defaults_from_args(args)
+    problems = defaults_problems(defaults)
+    if problems:
+        for problem in problems:
+            print(f"llm-operator run: {problem}", file=sys.stderr)
+        return 2
     if args.kubeconfig:
         # kopf logs in through the kubernetes client, which reads $KUBECONFIG when it is first
         # imported: set it before anything imports kopf or kubernetes.
@@ -42,6 +67,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["LLMOP_AUTOSCALE_INTERVAL"] = str(args.autoscale_interval)
     if args.resync_interval:
         os.environ["LLMOP_RESYNC_INTERVAL"] = str(args.resync_interval)
+    os.environ.update(defaults_to_env(defaults))
     from llm_operator import handlers  # noqa: F401  (importing registers the kopf handlers)
 
     namespaces = args.namespace or _namespaces_from_env()
@@ -126,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often every LLMService's plan is rebuilt and its status refreshed; an unchanged plan is "
         "applied again every 5 minutes (default: $LLMOP_RESYNC_INTERVAL, else 30)",
     )
+    images = run.add_argument_group(
+        "images", "operator-wide defaults for the Pods it creates (a registry mirror, an air-gapped copy); an "
+        "LLMService's spec.image / spec.router.image still wins",
+    )
+    for engine, env in ENGINE_IMAGE_ENV.items():
+        images.add_argument(f"--{engine}-image", metavar="IMAGE", help=f"{engine} engine image (default: ${env}, "
+                            "else the pinned upstream image)")
+    images.add_argument("--router-image", metavar="IMAGE",
+                        help="LiteLLM router image (default: $LLMOP_ROUTER_IMAGE, else the pinned upstream image)")
+    images.add_argument("--image-pull-secret", metavar="NAME", action="append", default=[],
+                        help="Secret for pulling the engine and router images, added to every LLMService's Pods "
+                        "(repeatable; it must exist in each LLMService's namespace; default: "
+                        "$LLMOP_IMAGE_PULL_SECRETS, comma-separated)")
     run.set_defaults(func=cmd_run)
 
     sub.add_parser("version", help="print the version").set_defaults(func=cmd_version)

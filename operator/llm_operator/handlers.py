@@ -9,6 +9,9 @@
 - events of the children (Deployments, Services, PVCs, ConfigMaps, HPAs with our labels) reconcile
   their owner at once, so a child deleted or edited by hand is restored within seconds;
   Pod events refresh status.
+- Secrets are not watched (that would take list and watch on Secrets): the engine's referenced
+  Secrets are checked by name on every reconcile, so one created later clears SecretNotFound at
+  the next resync.
 - an autoscaling loop samples Prometheus and applies the pure policy's decision.
 - no deletion handler and no finalizer: children carry owner references and the garbage
   collector removes them, so deletion never hangs while the operator is down.
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import threading
@@ -34,7 +38,9 @@ from llm_operator.api.models import LLMService
 from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import Sample, ScalerState, decide
 from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
+from llm_operator.defaults import OperatorDefaults, defaults_from_env
 from llm_operator.plan import Plan, endpoint, make_plan
+from llm_operator.references import engine_secret_references, missing_engine_secrets
 from llm_operator.resources.common import MANAGED_BY, ROUTER_COMPONENT, selector_string
 from llm_operator.resources.pvc import pvc_change
 from llm_operator.resources.router import (
@@ -91,6 +97,7 @@ def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_:
     if event.get("type") == "DELETED":
         _known.pop((namespace, name), None)
         _last_applied.pop(body.get("metadata", {}).get("uid", ""), None)
+        _last_warning.pop(f"{body.get('metadata', {}).get('uid', '')}/secrets", None)
     else:
         _known[(namespace, name)] = _fresh(body)
 
@@ -116,6 +123,30 @@ def _router_inputs(body: dict) -> tuple[dict[str, LLMService], set[str]]:
             secret_names.add(fallback["apiKeySecretRef"]["name"])
     existing = {name for name in secret_names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
     return services, existing
+
+
+def _missing_engine_secrets(plan: Plan, namespace: str) -> list[str] | None:
+    """Messages for the Secrets the engine Pods need that do not exist (metadata-only reads, like the
+    router's); None when nothing is deployed or no Secret is referenced.
+    Secrets are not watched (that would need list and watch on Secrets, whose values a watch
+    delivers): the resync (every 30 s) checks again, so a Secret created later is noticed then."""
+    if plan.service is None or not plan.deploy:
+        return None
+    names = {ref.secret for ref in engine_secret_references(plan.service)}
+    if not names:
+        return None
+    existing = {name for name in names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
+    return missing_engine_secrets(plan.service, existing)
+
+
+def _warn_missing_secrets(body: dict, uid: str, missing: list[str] | None) -> None:
+    """One SecretNotFound Event per distinct set of missing Secrets; forgotten once they exist, so
+    a Secret deleted later is reported again."""
+    key = f"{uid}/secrets"
+    if missing:
+        _warn_once(body, key, "SecretNotFound", "; ".join(missing))
+    else:
+        _last_warning.pop(key, None)
 
 
 def _ensure_master_key(service: LLMService, uid: str) -> None:
@@ -156,7 +187,10 @@ def _warn_once(body: dict, key: str, reason: str, message: str) -> None:
         kube.post_event(body, "Warning", reason, message)
 
 
-def _observe(plan: Plan, body: dict, namespace: str, name: str, router: tuple[str, str, str] | None) -> Observed:
+def _observe(
+    plan: Plan, body: dict, namespace: str, name: str, router: tuple[str, str, str] | None,
+    missing_secrets: list[str] | None = None,
+) -> Observed:
     spec = plan.service.spec if plan.service else None
     deployment = kube.get("apps/v1", "Deployment", namespace, name) if spec else None
     desired = (deployment or {}).get("spec", {}).get("replicas")
@@ -176,6 +210,7 @@ def _observe(plan: Plan, body: dict, namespace: str, name: str, router: tuple[st
         pods=pods,
         router=router,
         scaling=_scaling.get(f"{namespace}/{name}"),
+        missing_secrets=missing_secrets,
         previous_conditions=(body.get("status") or {}).get("conditions") or [],
         now=_now(),
     )
@@ -194,7 +229,9 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
     key = f"{namespace}/{name}"
     with _locks[key]:
         fallbacks, secrets = _router_inputs(body)
-        plan = make_plan(body, uid, _autoscaled_replicas(body, key), fallbacks, secrets)
+        plan = make_plan(
+            body, uid, _autoscaled_replicas(body, key), fallbacks, secrets, defaults=operator_defaults()
+        )
         if plan.problems:
             _warn_once(body, uid, "InvalidSpec", "; ".join(plan.problems))
         elif plan.fit is not None and not plan.deploy:
@@ -206,7 +243,9 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
             _apply_plan(plan, namespace)
             _last_applied[uid] = (plan.digest, time.monotonic(), plan.objects)
         router = _router_condition(plan, namespace, fallbacks, secrets)
-        status = compute_status(_observe(plan, body, namespace, name, router))
+        missing_secrets = _missing_engine_secrets(plan, namespace)
+        _warn_missing_secrets(body, uid, missing_secrets)
+        status = compute_status(_observe(plan, body, namespace, name, router, missing_secrets))
         # Compare with what this process wrote last, not with a body that may be a few events old.
         if _changed(_last_status.get(uid) or body.get("status") or {}, status):
             kube.patch_llmservice_status(namespace, name, status)
@@ -368,6 +407,12 @@ def autoscale_interval() -> float:
     return float(os.environ.get("LLMOP_AUTOSCALE_INTERVAL", "15"))
 
 
+@functools.cache
+def operator_defaults() -> OperatorDefaults:
+    """Images and pull secrets set by `llm-operator run` flags, which pass them in the environment."""
+    return defaults_from_env(os.environ)
+
+
 def prometheus_url() -> str:
     return os.environ.get("LLMOP_PROMETHEUS_URL", "http://prometheus-operated.monitoring.svc:9090")
 
@@ -395,7 +440,7 @@ def autoscale(fresh: dict) -> None:
     namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
     memo = _autoscale_memo[fresh["metadata"]["uid"]]
     key = f"{namespace}/{name}"
-    plan = make_plan(fresh, None)
+    plan = make_plan(fresh, None, defaults=operator_defaults())
     if plan.service is None or not plan.deploy:
         return
     service = plan.service

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from llm_operator.api.models import LLMService, LLMServiceSpec, effective_tensor_parallel_size
 from llm_operator.api.quantity import quantity_bytes
 from llm_operator.api.validation import validate_documents
+from llm_operator.defaults import NO_DEFAULTS, OperatorDefaults, apply_defaults
 from llm_operator.engines import engine_problems
 from llm_operator.fit import FitInput, FitResult, check_fit, ollama_tag_variant
 from llm_operator.resources import desired_objects
@@ -75,9 +76,11 @@ def make_plan(
     autoscaled_replicas: int | None = None,
     fallback_services: Mapping[str, LLMService] | None = None,
     existing_secrets: Collection[str] | None = None,
+    defaults: OperatorDefaults = NO_DEFAULTS,
 ) -> Plan:
     """`body` is the LLMService as the apiserver returns it (status is ignored). `fallback_services`
-    and `existing_secrets` are what the router's fallbacks can use (see resources.router)."""
+    and `existing_secrets` are what the router's fallbacks can use (see resources.router); `defaults`
+    are the operator-wide images and pull secrets (see llm_operator.defaults)."""
     manifest = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
     manifest["metadata"] = {
         key: body.get("metadata", {}).get(key)
@@ -91,6 +94,7 @@ def make_plan(
         service = LLMService.model_validate(manifest)
     except ValidationError as error:  # validate_documents reports these; belt and braces
         return Plan(service=None, problems=[str(error)])
+    service = apply_defaults(service, defaults)
     problems = engine_problems(service)
     if problems:
         return Plan(service=None, problems=problems)

@@ -1,12 +1,14 @@
 """Status from what the operator observed: a pure function, kstatus-compatible.
 
 Conditions: Ready (the endpoint serves), Reconciling (work under way), Stalled (the spec
-cannot be served as written), ModelFits (the fit check), RouterReady (the LiteLLM router).
+cannot be served as written), ModelFits (the fit check), RouterReady (the LiteLLM router),
+SecretsFound (the Secrets the engine Pods reference exist), ScalingActive (the autoscaler).
 `kubectl wait --for=condition=Ready`, Argo CD and Flux read these.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,9 @@ class Observed:
     """(status, reason, message) of RouterReady, or None without a router."""
     scaling: tuple[str, str, str] | None = None
     """(status, reason, message) of ScalingActive, or None without autoscaling."""
+    missing_secrets: list[str] | None = None
+    """Messages naming the engine Pods' Secrets that do not exist (references.missing_engine_secrets);
+    None when not checked (nothing deployed, or no Secret referenced): then no SecretsFound condition."""
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
     now: str = ""
 
@@ -71,6 +76,32 @@ def unschedulable_reason(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+LAST_LOG_LINE_MAX = 200
+# ANSI colour sequences and other control characters: noise in a status message.
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def last_log_line(message: str | None) -> str | None:
+    """The last non-empty line of a terminated container's message, shortened to LAST_LOG_LINE_MAX.
+    With terminationMessagePolicy FallbackToLogsOnError the kubelet puts the tail of a failed
+    container's log there: usually the exception that stopped the engine."""
+    lines = [clean for line in (message or "").splitlines() if (clean := _CONTROL.sub("", line).strip())]
+    if not lines:
+        return None
+    line = lines[-1]
+    return line if len(line) <= LAST_LOG_LINE_MAX else line[: LAST_LOG_LINE_MAX - 3] + "..."
+
+
+def _crash_detail(container: dict[str, Any], waiting: dict[str, Any]) -> str:
+    """`CrashLoopBackOff (exit code 1): <kubelet message>; last log line: "<line>"`."""
+    terminated = (container.get("lastState") or {}).get("terminated") or {}
+    exit_code = terminated.get("exitCode")
+    code = f" (exit code {exit_code})" if exit_code is not None else ""
+    detail = f"{waiting['reason']}{code}: {waiting.get('message', '')}"
+    line = last_log_line(terminated.get("message"))
+    return f'{detail}; last log line: "{line}"' if line else detail
+
+
 def waiting_reason(pods: list[dict[str, Any]]) -> str | None:
     """A container that keeps failing: CrashLoopBackOff, ImagePullBackOff and the like."""
     for pod in pods:
@@ -82,7 +113,10 @@ def waiting_reason(pods: list[dict[str, Any]]) -> str | None:
             if waiting.get("reason") in ("CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
                                          "CreateContainerConfigError", "InvalidImageName"):
                 name = pod["metadata"]["name"]
-                detail = f"{waiting['reason']}: {waiting.get('message', '')}"
+                if waiting["reason"] == "CrashLoopBackOff":
+                    detail = _crash_detail(container, waiting)
+                else:
+                    detail = f"{waiting['reason']}: {waiting.get('message', '')}"
                 return f"Pod {name} container {container.get('name')}: {detail}"
     return None
 
@@ -114,6 +148,9 @@ def _phase(observed: Observed, replicas: int, ready: int) -> tuple[str, str, str
         return "Failed", "InvalidSpec", "; ".join(observed.problems)
     if not observed.deployed and observed.fit is not None and not observed.fit.fits:
         return "Failed", "ModelDoesNotFit", observed.fit.message
+    if observed.missing_secrets:
+        # Pods cannot start without them (CreateContainerConfigError); running ones would not restart.
+        return ("Degraded" if ready else "Pending"), "SecretNotFound", "; ".join(observed.missing_secrets)
     crash = waiting_reason(observed.pods)
     unschedulable = unschedulable_reason(observed.pods)
     if desired == 0:
@@ -128,6 +165,13 @@ def _phase(observed: Observed, replicas: int, ready: int) -> tuple[str, str, str
     if observed.deployment is None or replicas == 0:
         return "Pending", "Creating", "waiting for the engine Pods to be created"
     return "Progressing", "RollingOut", f"{ready}/{desired} replicas ready; waiting for the engine to start"
+
+
+def secrets_found(missing: list[str]) -> tuple[str, str, str]:
+    """(status, reason, message) of SecretsFound."""
+    if missing:
+        return "False", "SecretNotFound", "; ".join(missing)
+    return "True", "AllFound", "every Secret the engine Pods reference exists"
 
 
 def compute_status(observed: Observed) -> dict[str, Any]:
@@ -161,6 +205,8 @@ def compute_status(observed: Observed) -> dict[str, Any]:
         conditions.append(_condition(observed, "RouterReady", *observed.router))
     if observed.scaling is not None:
         conditions.append(_condition(observed, "ScalingActive", *observed.scaling))
+    if observed.missing_secrets is not None:
+        conditions.append(_condition(observed, "SecretsFound", *secrets_found(observed.missing_secrets)))
     return {
         "observedGeneration": observed.generation,
         "phase": phase,

@@ -60,6 +60,12 @@ INVALID_CASES: list[InvalidCase] = [
     case("extra-args-string", {"serving": {"extraArgs": "--enforce-eager"}},
          "spec.serving.extraArgs", "must be of type array"),
     # --- formats ---
+    case("image-upper-case", {"image": "Registry.example.com/VLLM:latest"}, "spec.image", "should match"),
+    case("image-with-space", {"image": "vllm/vllm-openai v0.32.0"}, "spec.image", "should match"),
+    case("router-image-scheme", {"router": {"image": "https://ghcr.io/berriai/litellm"}},
+         "spec.router.image", "should match"),
+    case("pull-secret-bad-name", {"imagePullSecrets": [{"name": "Reg_Cred"}]},
+         "spec.imagePullSecrets[0].name", "should match"),
     case("memory-not-a-quantity", {"resources": {"memory": "64 GB"}}, "spec.resources.memory", "should match"),
     case("parameters-not-a-count", {"model": {"parameters": "lots"}}, "spec.model.parameters", "should match"),
     case("gguf-variant-with-space", {"quantization": {"method": "gguf", "variant": "Q4 K M"}},

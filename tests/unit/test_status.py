@@ -331,3 +331,113 @@ def test_observed_generation_follows_the_object() -> None:
     status = compute_status(dataclasses.replace(ready_observed(), generation=7))
     assert status["observedGeneration"] == 7
     assert all(c["observedGeneration"] == 7 for c in status["conditions"])
+
+
+# --- missing Secrets ------------------------------------------------------------------------------
+
+MISSING = ('Secret "hf-token" (key "token"), referenced by spec.model.tokenSecretRef, does not exist in '
+           'namespace "ml": create it, or correct the reference')
+
+
+def test_missing_secret_keeps_ready_false_and_pending() -> None:
+    status = compute_status(observed(deployment=deployment(2, 2, 0), missing_secrets=[MISSING],
+                                     pods=[pod("a", ready=False, waiting="CreateContainerConfigError")]))
+    assert status["phase"] == "Pending"
+    cond = conditions(status)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"], cond["Ready"]["message"]) == (
+        "False", "SecretNotFound", MISSING)
+    assert (cond["SecretsFound"]["status"], cond["SecretsFound"]["reason"]) == ("False", "SecretNotFound")
+    assert cond["SecretsFound"]["message"] == MISSING
+    assert cond["Reconciling"]["status"] == "True"  # it proceeds by itself once the Secret exists
+    LLMServiceStatus.model_validate(status)
+
+
+def test_missing_secret_with_serving_replicas_is_degraded_not_ready() -> None:
+    # e.g. the Secret was deleted after the Pods started: they serve, but none could restart.
+    other = MISSING.replace("hf-token", "api")
+    status = compute_status(ready_observed(missing_secrets=[MISSING, other]))
+    assert status["phase"] == "Degraded"
+    cond = conditions(status)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "SecretNotFound")
+    assert cond["SecretsFound"]["message"] == f"{MISSING}; {other}"
+
+
+def test_missing_secret_is_reported_when_scaled_to_zero() -> None:
+    status = compute_status(observed(desired_replicas=0, deployment=deployment(0, 0, 0), missing_secrets=[MISSING]))
+    assert status["phase"] == "Pending"
+    assert conditions(status)["Ready"]["reason"] == "SecretNotFound"
+
+
+def test_refused_spec_wins_over_missing_secrets() -> None:
+    status = compute_status(observed(fit=DOES_NOT_FIT, deployed=False, missing_secrets=[MISSING]))
+    assert (status["phase"], conditions(status)["Ready"]["reason"]) == ("Failed", "ModelDoesNotFit")
+
+
+def test_all_secrets_found() -> None:
+    status = compute_status(ready_observed(missing_secrets=[]))
+    assert status["phase"] == "Ready"
+    cond = conditions(status)
+    assert cond["Ready"]["status"] == "True"
+    assert (cond["SecretsFound"]["status"], cond["SecretsFound"]["reason"]) == ("True", "AllFound")
+
+
+def test_no_secrets_found_condition_when_not_checked() -> None:
+    assert "SecretsFound" not in conditions(compute_status(ready_observed()))
+
+
+# --- the last log line of a crashing container ------------------------------------------------------
+
+TRACEBACK = "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: unknown flag --foo\n\n"
+
+
+def crashing_pod(name: str, message: str | None, exit_code: int | None = 1) -> dict[str, Any]:
+    result = pod(name, ready=False, waiting="CrashLoopBackOff")
+    terminated: dict[str, Any] = {"reason": "Error"}
+    if exit_code is not None:
+        terminated["exitCode"] = exit_code
+    if message is not None:
+        terminated["message"] = message
+    result["status"]["containerStatuses"][0]["lastState"] = {"terminated": terminated}
+    return result
+
+
+def crash_message(message: str | None, exit_code: int | None = 1) -> str:
+    status = compute_status(observed(deployment=deployment(1, 1, 0), desired_replicas=1,
+                                     pods=[crashing_pod("a", message, exit_code)]))
+    return conditions(status)["Ready"]["message"]
+
+
+def test_crash_loop_quotes_exit_code_and_last_log_line() -> None:
+    assert crash_message(TRACEBACK) == (
+        "Pod a container engine: CrashLoopBackOff (exit code 1): back-off 5m0s restarting failed container; "
+        'last log line: "ValueError: unknown flag --foo"'
+    )
+
+
+def test_long_last_log_line_is_shortened() -> None:
+    message = crash_message("first\n" + "x" * 1000)
+    line = message.split('last log line: "', 1)[1].rstrip('"')
+    assert len(line) == 200
+    assert line.endswith("...")
+
+
+def test_colour_codes_are_dropped_from_the_last_log_line() -> None:
+    assert crash_message("\x1b[31mERROR\x1b[0m engine died\r\n").endswith('last log line: "ERROR engine died"')
+
+
+@pytest.mark.parametrize("message", [None, "", "\n  \n"])
+def test_crash_loop_without_a_log_line(message: str | None) -> None:
+    assert crash_message(message) == (
+        "Pod a container engine: CrashLoopBackOff (exit code 1): back-off 5m0s restarting failed container"
+    )
+
+
+def test_crash_loop_without_last_state_has_no_exit_code() -> None:
+    assert crash_message(None, exit_code=None).endswith("CrashLoopBackOff: back-off 5m0s restarting failed container")
+
+
+def test_only_crash_loops_quote_the_log() -> None:
+    failing = crashing_pod("a", TRACEBACK)
+    failing["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] = "ImagePullBackOff"
+    status = compute_status(observed(deployment=deployment(1, 1, 0), desired_replicas=1, pods=[failing]))
+    assert "last log line" not in conditions(status)["Ready"]["message"]

@@ -32,6 +32,13 @@ KubernetesObject = Annotated[
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A container image reference: [registry[:port]/]path[:tag][@sha256:digest] (the distribution grammar,
+# lower-case path components). Empty means "the operator's default".
+IMAGE_REFERENCE = (
+    r"^$|^([a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?"
+    r"[a-z0-9]+([._-]+[a-z0-9]+)*(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+    r"(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$"
+)
 RESOURCE_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 GGUF_VARIANT = r"^[A-Za-z0-9_]+$"
 
@@ -94,8 +101,14 @@ class EnvVar(SpecModel):
     )
 
 
+class LocalObjectReference(SpecModel):
+    """The name of an object in the LLMService's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN, description="Name of the object.")
+
+
 class Toleration(SpecModel):
-    """A Pod toleration, passed to the engine Pods unchanged."""
+    """A Pod toleration, passed to the Pods unchanged."""
 
     key: str | None = Field(
         default=None, max_length=316, description="Taint key; empty with Exists matches all."
@@ -461,10 +474,19 @@ class Router(SpecModel):
         description="Deploy the router. false: clients call the engine Service directly. Default: true.",
     )
     image: str | None = Field(
-        default=None, max_length=512,
-        description="Overrides the LiteLLM image. Empty or unset: the operator's default.",
+        default=None, max_length=512, pattern=IMAGE_REFERENCE,
+        description="Overrides the LiteLLM image (a registry mirror, a pinned digest). Empty or unset: the "
+        "operator's router image (`llm-operator run --router-image`, Helm value defaultImages.router), else "
+        "the LiteLLM image the operator pins.",
     )
     replicas: int = Field(default=1, ge=1, le=100, description="Router replicas. Default: 1.")
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=dict,
+        description="Node labels the router Pods require (the router needs no GPU: e.g. a CPU node pool).",
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of the router Pods.",
+    )
     routing_strategy: RoutingStrategy = Field(
         default="least-busy",
         description="LiteLLM routing strategy: simple-shuffle | least-busy | latency-based-routing | "
@@ -501,9 +523,16 @@ class LLMServiceSpec(SpecModel):
         "(ghcr.io/huggingface/text-generation-inference) or ollama (ollama/ollama).",
     )
     image: str | None = Field(
-        default=None, max_length=512,
-        description="Overrides the engine image (e.g. a pinned tag or a ROCm build). Empty or unset: the "
-        "operator's default for the engine.",
+        default=None, max_length=512, pattern=IMAGE_REFERENCE,
+        description="Overrides the engine image (e.g. a pinned tag, a registry mirror or a ROCm build). Empty "
+        "or unset: the operator's image for the engine (`llm-operator run --vllm-image/--tgi-image/"
+        "--ollama-image`, Helm values defaultImages.*), else the engine image the operator pins.",
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list, max_length=16,
+        description="Secrets in this namespace used to pull the engine and router images (the Pods' "
+        "imagePullSecrets). The operator's own list (`llm-operator run --image-pull-secret`, Helm value "
+        "workloadImagePullSecrets) is added after these; those Secrets must exist in this namespace too.",
     )
     model: Model = Field(description="Required. The model to serve.")
     quantization: Quantization = _sub_object(
@@ -622,10 +651,13 @@ DateTime = Annotated[str, WithJsonSchema({"type": "string", "format": "date-time
 
 
 class Condition(StatusModel):
-    """A kstatus-style condition: Ready, Reconciling, Stalled, ModelFits, RouterReady."""
+    """A kstatus-style condition: Ready, Reconciling, Stalled, ModelFits, RouterReady, SecretsFound,
+    ScalingActive."""
 
     type: str = Field(
-        max_length=316, description="Condition type: Ready, Reconciling, Stalled, ModelFits, RouterReady."
+        max_length=316,
+        description="Condition type: Ready, Reconciling, Stalled, ModelFits, RouterReady, SecretsFound, "
+        "ScalingActive.",
     )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str | None = Field(default=None, max_length=1024, description="One CamelCase word for machines.")
@@ -647,7 +679,9 @@ class LLMServiceStatus(StatusModel):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Ready, Reconciling, Stalled, ModelFits (with the fit check's numbers) and RouterReady.",
+        description="Ready, Reconciling, Stalled, ModelFits (with the fit check's numbers), RouterReady, "
+        "SecretsFound (False names each Secret the engine Pods reference that does not exist; the kubelet "
+        "would stop them with CreateContainerConfigError) and ScalingActive (with autoscaling).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     replicas: int | None = Field(

@@ -92,3 +92,8 @@ def restricted_security_context(user: int, read_only_root_filesystem: bool) -> d
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def image_pull_secrets(service: LLMService) -> list[dict[str, str]]:
+    """The Pods' imagePullSecrets (engine and router alike)."""
+    return [{"name": ref.name} for ref in service.spec.image_pull_secrets]

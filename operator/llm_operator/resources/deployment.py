@@ -7,7 +7,13 @@ from typing import Any
 from llm_operator.api.models import LLMService
 from llm_operator.engines import EngineContainer, container_for
 from llm_operator.engines.base import MODEL_CACHE_VOLUME, SHM_VOLUME
-from llm_operator.resources.common import http_probe, metadata, restricted_security_context, selector_labels
+from llm_operator.resources.common import (
+    http_probe,
+    image_pull_secrets,
+    metadata,
+    restricted_security_context,
+    selector_labels,
+)
 from llm_operator.resources.common import labels as common_labels
 
 GPU_TAINT_KEY = "nvidia.com/gpu"
@@ -114,6 +120,8 @@ def engine_container(service: LLMService, engine: EngineContainer, mounts: list[
         "ports": [{"name": "http", "containerPort": engine.port, "protocol": "TCP"}],
         "volumeMounts": mounts,
         "securityContext": container_security_context(engine),
+        # A failed container's log tail becomes lastState.terminated.message, which status quotes.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         **probes(engine),
     }
     res = resources(service)
@@ -135,7 +143,8 @@ def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: 
     engine = container_for(service)
     pod_volumes, mounts = volumes(service, engine)
     init_containers = [
-        {**init, "env": dedupe_env(init.get("env", [])), "securityContext": container_security_context(engine)}
+        {**init, "env": dedupe_env(init.get("env", [])), "securityContext": container_security_context(engine),
+         "terminationMessagePolicy": "FallbackToLogsOnError"}
         for init in engine.init_containers
     ]
     pod_spec: dict[str, Any] = {
@@ -160,6 +169,8 @@ def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: 
         pod_spec["nodeSelector"] = node_selector(service)
     if service.spec.resources.affinity:
         pod_spec["affinity"] = service.spec.resources.affinity
+    if service.spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = image_pull_secrets(service)
     annotations: dict[str, str] = {}
     if engine.metrics_path:
         annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(engine.port),

@@ -36,6 +36,7 @@ from llm_operator.resources.common import (
     ROUTER_COMPONENT,
     config_hash,
     http_probe,
+    image_pull_secrets,
     metadata,
     restricted_security_context,
     selector_labels,
@@ -220,6 +221,8 @@ def build_router_deployment(
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
         ],
         "securityContext": router_security_context(),
+        # A failed proxy's log tail becomes lastState.terminated.message (kubectl describe shows it).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         # Import of the proxy takes a while (seconds) on a small CPU share.
         "startupProbe": http_probe("/health/liveliness", period=2, failures=90),
         "readinessProbe": http_probe("/health/readiness", period=5, failures=3),
@@ -247,6 +250,12 @@ def build_router_deployment(
         "enableServiceLinks": False,
         "automountServiceAccountToken": False,
     }
+    if router.node_selector:
+        pod_spec["nodeSelector"] = dict(router.node_selector)
+    if router.tolerations:
+        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in router.tolerations]
+    if service.spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = image_pull_secrets(service)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
