@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the testbed's binaries from the Go module proxy into a versioned cache folder
-# outside the checkout: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
-# (k8s.io/kubernetes), etcd, kwok, kwokctl and helm. Skips every binary that is already
+# outside the checkout: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
+# kubelet, kube-proxy (k8s.io/kubernetes), etcd, kwok, kwokctl, helm, CoreDNS and metrics-server. Skips every binary that is already
 # there, so a warm run takes a second. Remove $TOOLS_DIR to force a rebuild.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -57,11 +57,13 @@ build_kubernetes() {
     ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
     ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$date"
   done
-  log "kubernetes: building kube-apiserver kube-controller-manager kube-scheduler kubectl (10-35 min cold)"
+  log "kubernetes: building kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy (10-35 min cold)"
+  # One go build for all six, so the packages they share compile once.
   (cd "$work" && with_heartbeat "kubernetes binaries" go build -mod=mod -o "$TOOLS_BIN/" \
     -tags selinux,notest,grpcnotrace -ldflags "$ldflags" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl)
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
 }
 
 build_etcd() {
@@ -82,7 +84,10 @@ log "tool cache: $TOOLS_DIR"
 missing kwok kwokctl && build_go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 missing helm && build_go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 missing etcd && build_etcd
-missing kube-apiserver kube-controller-manager kube-scheduler kubectl && build_kubernetes
+missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy && build_kubernetes
+# The real node's cluster DNS and resource metrics (hack/testbed/node.sh runs both as host processes).
+missing coredns && build_go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION"
+missing metrics-server && build_go_install metrics-server "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
 
 for b in $TOOL_BINARIES; do
   [ -x "$TOOLS_BIN/$b" ] || { log "missing $b after the build"; exit 1; }

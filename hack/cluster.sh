@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane of real processes (etcd, kube-apiserver with RBAC,
 # kube-controller-manager, kube-scheduler) run by kwokctl's binary runtime, with kwok
-# playing the kubelet for four fake Nodes: two 8x H100, one RTX 4090, one CPU-only.
+# playing the kubelet for four fake Nodes (two 8x H100, one RTX 4090, one CPU-only), and one
+# real node (real-0: kubelet, containerd and runc, kube-proxy, CoreDNS, metrics-server; see
+# hack/testbed/node.sh) that runs containers, with the operator's image loaded.
 #
 #   hack/cluster.sh up          build the binaries if needed, start the cluster, register the Nodes
 #   hack/cluster.sh down        delete the cluster and its data (harmless when there is none)
 #   hack/cluster.sh status      where data, logs and kubeconfig live, and whether it answers
 #   hack/cluster.sh kubeconfig  print the kubeconfig path (for KUBECONFIG=$(hack/cluster.sh kubeconfig))
+#   hack/cluster.sh load IMAGE  load a podman image into the real node's containerd
+#
+# LLMOP_REAL_NODE=0 leaves the real node out (no root needed then).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -16,13 +21,47 @@ KUBECONFIG_PATH="$CLUSTER_DIR/clusters/$CLUSTER_NAME/kubeconfig.yaml"
 
 kctl() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
+# shellcheck source=testbed/node.sh
+. "$HACK_DIR/testbed/node.sh"
+REAL_NODE="${LLMOP_REAL_NODE:-1}"
+
+# kwok manages only the Nodes annotated as fake (kwokctl's default is all Nodes, the real one too);
+# the apiserver reaches the kubelet by its InternalIP with a client certificate (logs, exec,
+# port-forward, metrics), and serves the kubernetes Service's ClusterIP under its certificate.
+kwokctl_config() {
+  local pki="$CLUSTER_DIR/clusters/$CLUSTER_NAME/pki"
+  cat <<YAML
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  kubeApiserverCertSANs: ["$KUBERNETES_SERVICE_IP", "$NODE_IP"]
+componentsPatches:
+  - name: kwok-controller
+    extraArgs:
+      - {key: manage-all-nodes, value: "false", override: true}
+      - {key: manage-nodes-with-annotation-selector, value: "kwok.x-k8s.io/node=fake"}
+      - {key: cidr, value: "$FAKE_POD_CIDR_GATEWAY"}
+  - name: kube-apiserver
+    extraArgs:
+      - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+      - {key: kubelet-preferred-address-types, value: "InternalIP"}
+      - {key: kubelet-client-certificate, value: "$pki/admin.crt"}
+      - {key: kubelet-client-key, value: "$pki/admin.key"}
+  - name: kube-controller-manager
+    extraArgs:
+      - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
+YAML
+}
+
 answers() { [ -f "$KUBECONFIG_PATH" ] && kctl get --raw /readyz >/dev/null 2>&1; }
 
 exists() { [ -d "$CLUSTER_DIR/clusters/$CLUSTER_NAME" ]; }
 
 create_cluster() {
   log "creating cluster '$CLUSTER_NAME' under $CLUSTER_DIR"
-  kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary \
+  mkdir -p "$CLUSTER_DIR"
+  kwokctl_config > "$CLUSTER_DIR/kwokctl.yaml"
+  kwokctl create cluster --name "$CLUSTER_NAME" --runtime binary --config "$CLUSTER_DIR/kwokctl.yaml" \
     --kubeconfig "$CLUSTER_DIR/kubeconfig-merged.yaml" \
     --kube-authorization=true --kube-admission=true \
     --kube-apiserver-binary "$TOOLS_BIN/kube-apiserver" \
@@ -42,7 +81,7 @@ wait_for_apiserver() {
 register_nodes() {
   log "registering the fake Nodes"
   kctl apply --server-side --force-conflicts -f "$HACK_DIR/testbed/nodes.yaml" >/dev/null
-  kctl wait --for=condition=Ready node --all --timeout=120s >/dev/null
+  kctl wait --for=condition=Ready node -l type=kwok --timeout=120s >/dev/null
   # Servers in RBAC tests and the operator's default ServiceAccount need the namespace ready.
   kctl get serviceaccount default -n default >/dev/null 2>&1 || sleep 2
 }
@@ -97,11 +136,16 @@ cmd_up() {
   wait_for_apiserver
   register_nodes
   register_storage
+  if [ "$REAL_NODE" = 1 ]; then
+    node_start
+    node_load_image "$(bash "$HACK_DIR/build-images.sh" operator | tail -n1)"
+  fi
   log "cluster '$CLUSTER_NAME' ready in $((SECONDS - t0))s; KUBECONFIG=$KUBECONFIG_PATH"
-  kctl get nodes -L nvidia.com/gpu.product
+  kctl get nodes -L nvidia.com/gpu.product -L llm-operator.io/node
 }
 
 cmd_down() {
+  node_stop
   if exists; then
     kwokctl delete cluster --name "$CLUSTER_NAME" || true
     rm -rf "$CLUSTER_DIR/clusters/$CLUSTER_NAME"
@@ -118,7 +162,8 @@ cmd_status() {
   echo "binaries:   $TOOLS_BIN"
   if answers; then
     echo "state:      running"
-    kctl get nodes -L nvidia.com/gpu.product
+    node_status
+    kctl get nodes -L nvidia.com/gpu.product -L llm-operator.io/node
   elif exists; then
     echo "state:      stopped (hack/cluster.sh up starts it)"
   else
@@ -131,5 +176,6 @@ case "${1:-}" in
   down) cmd_down ;;
   status) cmd_status ;;
   kubeconfig) echo "$KUBECONFIG_PATH" ;;
-  *) echo "usage: $0 up|down|status|kubeconfig" >&2; exit 2 ;;
+  load) node_load_image "${2:?usage: $0 load IMAGE}" ;;
+  *) echo "usage: $0 up|down|status|kubeconfig|load IMAGE" >&2; exit 2 ;;
 esac

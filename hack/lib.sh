@@ -9,6 +9,6 @@ TOOLS_DIR="$LLMOP_CACHE/tools/$TOOLS_TAG"
 TOOLS_BIN="$TOOLS_DIR/bin"
 CLUSTER_NAME="${LLMOP_CLUSTER_NAME:-llm-operator}"
 CLUSTER_DIR="$LLMOP_CACHE/cluster"
-TOOL_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm"
+TOOL_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok kwokctl helm coredns metrics-server"
 export PATH="$TOOLS_BIN:$PATH"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

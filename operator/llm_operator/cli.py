@@ -38,6 +38,18 @@ def _defaults_from_args(args: argparse.Namespace) -> OperatorDefaults:
     )
 
 
+def _ensure_user_name() -> None:
+    """kopf names this operator instance after the user (getpass.getuser) unless $POD_ID is set. A
+    container's UID often has no passwd entry (runAsUser 65532, OpenShift's arbitrary UIDs), where
+    getpwuid raises KeyError and kopf dies at start: give it a name from the UID instead."""
+    import getpass
+
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["USER"] = f"uid-{os.getuid()}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     defaults = _defaults_from_args(args)
     problems = defaults_problems(defaults)
@@ -45,6 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"llm-operator run: {problem}", file=sys.stderr)
         return 2
+    _ensure_user_name()
     if args.kubeconfig:
         # kopf logs in through the kubernetes client, which reads $KUBECONFIG when it is first
         # imported: set it before anything imports kopf or kubernetes.
@@ -60,6 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.log_level == "info":
         # kopf reports every handler call at INFO; what the operator decides is logged by us.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        # One line per liveness/readiness probe of the kubelet says nothing.
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # Settings the handlers read when they are registered, so they must be set before the import.
     if args.prometheus_url:
         os.environ["LLMOP_PROMETHEUS_URL"] = args.prometheus_url

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from support.cluster import OPERATOR_NAMESPACE_PREFIX, Cluster, OperatorProcess
+from support.cluster import OPERATOR_NAMESPACE_PREFIX, Cluster, OperatorProcess, condition
 from support.prometheus_server import PodTargets, PrometheusServer
+from support.real_node import REAL_NODE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO_ROOT / "hack" / "cluster.sh"
@@ -63,6 +64,18 @@ def cluster() -> Iterator[Cluster]:
     )
     if not was_running and os.environ.get("LLMOP_KEEP_CLUSTER") != "1":
         subprocess.run(["bash", str(CLUSTER_SH), "down"], check=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> str:
+    """The testbed's real node (hack/cluster.sh up starts it); in a cluster of the user's own, tests
+    that need it are skipped."""
+    node = cluster.get_json("node", REAL_NODE)
+    if node is None and os.environ.get("KUBECONFIG"):
+        pytest.skip(f"no node {REAL_NODE} in the cluster $KUBECONFIG points at (the testbed's real node)")
+    assert node is not None, f"hack/cluster.sh up should have started the real node {REAL_NODE}"
+    assert condition(node, "Ready").get("status") == "True", f"node {REAL_NODE} is not Ready"
+    return REAL_NODE
 
 
 @pytest.fixture(scope="session")

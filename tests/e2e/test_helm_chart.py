@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,8 +24,8 @@ import pytest
 import yaml
 
 from support.cluster import REPO_ROOT, Cluster, condition
+from support.helm import CHART, helm
 
-CHART = REPO_ROOT / "charts" / "llm-operator"
 GROUP = "serving.llm-operator.io"
 
 # What the operator does in a namespace it serves: (API group, resource) -> verbs, exactly.
@@ -53,23 +52,6 @@ BUILTIN = {
 }
 # Every 403 names its reason, Forbidden ("... is forbidden: User ... cannot ..."); kopf says the rest.
 PERMISSION_ERRORS = ("Forbidden", "forbidden", "Not enough permissions", "Unauthorized")
-
-
-def helm_path(cluster: Cluster) -> str:
-    found = shutil.which("helm", path=cluster.env.get("PATH")) or str(Path(cluster.kubectl_path).parent / "helm")
-    if not Path(found).exists():
-        pytest.skip("helm is not installed (hack/build-tools.sh builds it)")
-    return found
-
-
-def helm(cluster: Cluster, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [helm_path(cluster), "--kubeconfig", cluster.kubeconfig, *args],
-        capture_output=True, text=True, timeout=180, env=cluster.env,
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"helm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}")
-    return result
 
 
 def get(cluster: Cluster, kind: str, name: str, namespace: str | None = None) -> dict | None:
@@ -232,7 +214,7 @@ def test_operator_runs_with_exactly_the_charts_rbac(
     deployment = get(cluster, "deployment", fullname, namespace)
     assert deployment is not None
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert env["WATCH_NAMESPACE"] == watched_namespace
     assert "--all-namespaces" not in container["args"]
     port = free_port()

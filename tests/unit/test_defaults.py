@@ -116,3 +116,18 @@ def test_good_defaults_have_no_problems() -> None:
 def test_run_refuses_a_bad_image_flag_before_connecting(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--tgi-image", "TGI:latest", "--kubeconfig", "/nonexistent"]) == 2
     assert "--tgi-image 'TGI:latest' is not an image reference" in capsys.readouterr().err
+
+
+def test_run_names_a_uid_without_a_passwd_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf calls getpass.getuser() for its identity; in a container (runAsUser 65532) that raised."""
+    import getpass
+
+    from llm_operator import cli
+
+    def no_entry() -> str:
+        raise KeyError("getpwuid(): uid not found: 65532")
+
+    monkeypatch.setattr(getpass, "getuser", no_entry)
+    monkeypatch.delenv("USER", raising=False)
+    cli._ensure_user_name()
+    assert cli.os.environ["USER"].startswith("uid-")

@@ -1,0 +1,155 @@
+"""`helm install` for real: the operator's own image (hack/build-images.sh operator) runs as a Pod on
+the testbed's real node with in-cluster credentials (the chart's ServiceAccount, no kubeconfig),
+reconciles an LLMService whose router runs for real on the same node (the LiteLLM stand-in image,
+set once through the chart's defaultImages.router), and the router's HPA reads real CPU metrics from
+metrics-server. Then `helm upgrade` to a new image tag rolls the operator, and `helm uninstall`
+leaves the LLMService and its model-cache PVC alone.
+
+The engine in this test sits on a fake kwok GPU node (it needs 1 H100); what runs for real is the
+operator and the router. tests/e2e/test_serving_real_node.py runs an engine for real."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.cluster import Cluster, condition
+from support.helm import CHART, helm
+from support.real_node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, local_image, tag
+
+GROUP = "serving.llm-operator.io"
+
+
+def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict]:
+    return json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+
+
+def ready_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict]:
+    return [p for p in pods(cluster, namespace, selector)
+            if condition(p, "Ready").get("status") == "True" and not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.fixture
+def real_release(crd_installed: Cluster, real_node: str, namespace: str) -> Iterator[str]:
+    name = f"{namespace}-real"
+    yield name
+    helm(crd_installed, "uninstall", name, "-n", namespace, "--wait", "--timeout", "60s", check=False)
+
+
+@pytest.fixture
+def served_namespace(cluster: Cluster) -> Iterator[str]:
+    with cluster.fresh_namespace("served") as name:
+        yield name
+
+
+def llmservice_on_kwok_with_a_real_router(name: str) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1", "kind": "LLMService", "metadata": {"name": name},
+        "spec": {
+            "engine": "vllm",
+            "model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "parameters": "8B"},
+            "resources": {"gpus": 1, "gpuProduct": "NVIDIA-H100-80GB-HBM3"},
+            "serving": {"maxModelLen": 8192},
+            "storage": {"size": "10Gi"},
+            "router": {"nodeSelector": REAL_NODE_SELECTOR, "tolerations": [REAL_NODE_TOLERATION]},
+        },
+    }
+
+
+def test_helm_install_runs_the_operator_image_on_the_real_node(
+    crd_installed: Cluster, namespace: str, served_namespace: str, real_release: str, tmp_path: Path
+):
+    cluster = crd_installed
+    operator_image = local_image("operator")
+    router_image = local_image("litellm")
+    repository, image_tag = operator_image.rsplit(":", 1)
+    values = {
+        "image": {"repository": repository, "tag": image_tag, "pullPolicy": "IfNotPresent"},
+        "nodeSelector": REAL_NODE_SELECTOR, "tolerations": [REAL_NODE_TOLERATION],
+        "watchNamespaces": [served_namespace],
+        "defaultImages": {"router": router_image},
+        "workloadImagePullSecrets": ["mirror-pull"],
+        "extraArgs": ["--resync-interval=5"],
+    }
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    # The pull Secret the operator adds to every Pod (the images are local, so it is never used).
+    cluster.kubectl("create", "secret", "docker-registry", "mirror-pull", "-n", served_namespace,
+                    "--docker-server=mirror.invalid", "--docker-username=u", "--docker-password=p")
+    helm(cluster, "install", real_release, str(CHART), "-n", namespace, "-f", str(values_file),
+         "--wait", "--timeout", "180s", timeout=240)
+    fullname = f"{real_release}-llm-operator"
+    selector = f"app.kubernetes.io/instance={real_release}"
+
+    # 1. The operator Pod: Running and Ready on the real node, in-cluster credentials only.
+    [pod] = ready_pods(cluster, namespace, selector)
+    assert pod["spec"]["nodeName"] == "real-0"
+    [container] = pod["spec"]["containers"]
+    assert container["image"] == operator_image
+    assert "KUBECONFIG" not in {e["name"] for e in container.get("env", [])}
+    assert not any("--kubeconfig" in arg for arg in container["args"])
+    assert pod["spec"]["serviceAccountName"] == fullname
+    [status] = pod["status"]["containerStatuses"]
+    assert status["ready"] and status["restartCount"] == 0
+    exec_version = cluster.kubectl("exec", "-n", namespace, pod["metadata"]["name"], "--", "llm-operator", "version")
+    assert exec_version.stdout.strip() == "0.1.0"
+
+    # 2. It reconciles: children, status, and a router that runs the operator-wide image for real.
+    body = llmservice_on_kwok_with_a_real_router("chat")
+    cluster.kubectl("apply", "-n", served_namespace, "-f", "-", input=yaml.safe_dump(body))
+    cluster.kubectl("wait", "--for=condition=Ready", "llms/chat", "-n", served_namespace, "--timeout=240s",
+                    timeout=260)
+    service = cluster.get_json("llms", "chat", served_namespace)
+    assert service["status"]["phase"] == "Ready"
+    assert service["status"]["endpoint"] == f"http://chat-router.{served_namespace}.svc:4000/v1"
+    [router_pod] = ready_pods(cluster, served_namespace, "app.kubernetes.io/instance=chat,"
+                              "app.kubernetes.io/component=router")
+    assert router_pod["spec"]["nodeName"] == "real-0"
+    assert router_pod["spec"]["containers"][0]["image"] == router_image
+    assert router_pod["spec"]["imagePullSecrets"] == [{"name": "mirror-pull"}]
+    engine = cluster.get_json("deployment", "chat", served_namespace)
+    assert engine["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "mirror-pull"}]
+    operator_log = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
+    assert f"reconciled {served_namespace}/chat" in operator_log, operator_log
+
+    # 3. The router's HPA reads the router Pod's real CPU use through metrics-server.
+    def cpu_utilization() -> int | None:
+        hpa = cluster.get_json("hpa", "chat-router", served_namespace) or {}
+        for metric in hpa.get("status", {}).get("currentMetrics") or []:
+            current = (metric.get("resource") or {}).get("current") or {}
+            if metric.get("type") == "Resource" and "averageUtilization" in current:
+                return current["averageUtilization"] + 1  # 0 % is a reading too
+        return None
+
+    cluster.wait_for("the router HPA's CPU reading", cpu_utilization, timeout=180, interval=3)
+    hpa = cluster.get_json("hpa", "chat-router", served_namespace)
+    assert condition(hpa, "ScalingActive").get("status") == "True", hpa["status"]
+
+    # 4. helm upgrade to a new image tag rolls the operator (Recreate: one operator at a time).
+    upgraded = tag(operator_image, f"{repository}:upgrade-{int(time.time())}")
+    helm(cluster, "upgrade", real_release, str(CHART), "-n", namespace, "-f", str(values_file),
+         "--set", f"image.tag={upgraded.rsplit(':', 1)[1]}", "--wait", "--timeout", "180s", timeout=240)
+    new_pod = cluster.wait_for("the upgraded operator Pod", lambda: [
+        p for p in ready_pods(cluster, namespace, selector) if p["spec"]["containers"][0]["image"] == upgraded
+    ], timeout=120)[0]
+    assert new_pod["metadata"]["name"] != pod["metadata"]["name"]
+    assert len(pods(cluster, namespace, selector)) == 1
+    # The new operator applies a spec change.
+    cluster.kubectl("patch", "llms", "chat", "-n", served_namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"serving": {"maxModelLen": 4096}}}))
+    cluster.wait_for("the new operator to apply --max-model-len 4096", lambda: "4096" in json.dumps(
+        cluster.get_json("deployment", "chat", served_namespace)["spec"]["template"]["spec"]["containers"][0]["args"]
+    ), timeout=60)
+
+    # 5. helm uninstall removes the operator, never what users own.
+    helm(cluster, "uninstall", real_release, "-n", namespace, "--wait", "--timeout", "60s")
+    cluster.wait_for("the operator Pod to go", lambda: not pods(cluster, namespace, selector), timeout=60)
+    assert cluster.get_json("llms", "chat", served_namespace) is not None
+    pvc = cluster.get_json("pvc", "chat-model-cache", served_namespace)
+    assert pvc is not None and not pvc["metadata"].get("deletionTimestamp")
+    assert cluster.get_json("deployment", "chat", served_namespace) is not None

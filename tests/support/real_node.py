@@ -1,0 +1,50 @@
+"""The testbed's real node (hack/testbed/node.sh) as the e2e tests use it: where a Pod must go to run
+for real, and the local images it can run (built by hack/build-images.sh, loaded into its containerd)."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import cache
+
+from support.cluster import REPO_ROOT
+
+REAL_NODE = "real-0"
+REAL_NODE_SELECTOR = {"llm-operator.io/node": "real"}
+# The real node's taint: only Pods that tolerate it land there.
+REAL_NODE_TOLERATION = {"key": "llm-operator.io/real-node", "operator": "Equal", "value": "true",
+                        "effect": "NoSchedule"}
+NODE_IP = "10.244.0.1"
+POD_CIDR = "10.244.0.0/24"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+
+
+def _hack(script: str, *args: str, timeout: float = 1800) -> str:
+    result = subprocess.run(["bash", str(REPO_ROOT / "hack" / script), *args],
+                            capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"hack/{script} {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+
+
+@cache
+def local_image(name: str) -> str:
+    """Build (or find) a local image and load it into the real node; its reference."""
+    ref = _hack("build-images.sh", name)
+    load(ref)
+    return ref
+
+
+def load(ref: str) -> None:
+    _hack("cluster.sh", "load", ref, timeout=600)
+
+
+def tag(ref: str, new_ref: str) -> str:
+    """A second name for a local image (a new tag for `helm upgrade`), loaded into the node."""
+    subprocess.run(["podman", "tag", ref, new_ref], check=True, capture_output=True, timeout=60)
+    load(new_ref)
+    return new_ref
+
+
+def on_real_node(pod_spec: dict) -> dict:
+    """`pod_spec` with the real node's selector and toleration added."""
+    return {**pod_spec, "nodeSelector": dict(REAL_NODE_SELECTOR), "tolerations": [dict(REAL_NODE_TOLERATION)]}
