@@ -148,10 +148,12 @@ def _phase(observed: Observed, replicas: int, ready: int) -> tuple[str, str, str
         return "Failed", "InvalidSpec", "; ".join(observed.problems)
     if not observed.deployed and observed.fit is not None and not observed.fit.fits:
         return "Failed", "ModelDoesNotFit", observed.fit.message
+    crash = waiting_reason(observed.pods)
     if observed.missing_secrets:
         # Pods cannot start without them (CreateContainerConfigError); running ones would not restart.
-        return ("Degraded" if ready else "Pending"), "SecretNotFound", "; ".join(observed.missing_secrets)
-    crash = waiting_reason(observed.pods)
+        # The kubelet's own words follow ours, when a Pod already says it.
+        message = "; ".join([*observed.missing_secrets, *([crash] if crash else [])])
+        return ("Degraded" if ready else "Pending"), "SecretNotFound", message
     unschedulable = unschedulable_reason(observed.pods)
     if desired == 0:
         return "Ready", "ScaledToZero", "scaled to zero; the first request scales it back up"

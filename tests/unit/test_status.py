@@ -344,8 +344,9 @@ def test_missing_secret_keeps_ready_false_and_pending() -> None:
                                      pods=[pod("a", ready=False, waiting="CreateContainerConfigError")]))
     assert status["phase"] == "Pending"
     cond = conditions(status)
-    assert (cond["Ready"]["status"], cond["Ready"]["reason"], cond["Ready"]["message"]) == (
-        "False", "SecretNotFound", MISSING)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"]) == ("False", "SecretNotFound")
+    # Ours first, then the kubelet's own reason from the Pod.
+    assert cond["Ready"]["message"].startswith(MISSING + "; Pod a container engine: CreateContainerConfigError")
     assert (cond["SecretsFound"]["status"], cond["SecretsFound"]["reason"]) == ("False", "SecretNotFound")
     assert cond["SecretsFound"]["message"] == MISSING
     assert cond["Reconciling"]["status"] == "True"  # it proceeds by itself once the Secret exists
