@@ -9,10 +9,10 @@ LOCAL_KUBECONFIG := $(shell bash hack/cluster.sh kubeconfig)
 RUN_KUBECONFIG := $(or $(KUBECONFIG),$(wildcard $(HOME)/.kube/config),$(LOCAL_KUBECONFIG))
 TOOLS_BIN := $(shell bash -c '. hack/lib.sh && echo $$TOOLS_BIN')
 
-.PHONY: test run deps venv tools cluster cluster-down crd lint
+.PHONY: test run deps venv tools images image cluster cluster-down crd lint
 
 ## test: install everything, build and start the local control plane when needed, run every test
-test: deps tools
+test: deps tools images
 	$(BIN)/ruff check operator tests bench hack
 	$(BIN)/pytest tests
 
@@ -38,6 +38,15 @@ $(BIN)/.installed: pyproject.toml hack/constraints.txt
 
 tools:
 	bash hack/build-tools.sh
+
+## image: the operator's image from the Containerfile, with podman (no Docker needed); prints its name
+image:
+	bash hack/build-images.sh operator
+
+## images: every image the e2e tests run on the real node (the operator's and the LiteLLM stand-in)
+images:
+	@t0=$$(date +%s); bash hack/build-images.sh operator >/dev/null && bash hack/build-images.sh litellm >/dev/null \
+	  && echo "images ready in $$(( $$(date +%s) - t0 ))s"
 
 cluster: tools
 	bash hack/cluster.sh up

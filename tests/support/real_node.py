@@ -48,3 +48,35 @@ def tag(ref: str, new_ref: str) -> str:
 def on_real_node(pod_spec: dict) -> dict:
     """`pod_spec` with the real node's selector and toleration added."""
     return {**pod_spec, "nodeSelector": dict(REAL_NODE_SELECTOR), "tolerations": [dict(REAL_NODE_TOLERATION)]}
+
+
+def seeded_model_volume(cluster, namespace: str, claim: str, model_dir, repo_id: str, root) -> str:
+    """A PersistentVolume pre-bound to the claim `claim` (which the operator creates for spec.storage),
+    holding `model_dir` as the Hugging Face cache entry of `repo_id`: what a platform team does with
+    pre-seeded weights. The volume is a folder on this host, which is the real node. Its name."""
+    import json
+    import os
+    import shutil
+    import uuid
+
+    revision = uuid.uuid5(uuid.NAMESPACE_URL, repo_id).hex + "00000000"  # 40 hex digits, like a commit
+    entry = root / "huggingface" / "hub" / f"models--{repo_id.replace('/', '--')}"
+    shutil.copytree(model_dir, entry / "snapshots" / revision)
+    (entry / "refs").mkdir(parents=True, exist_ok=True)
+    (entry / "refs" / "main").write_text(revision)
+    # The engine runs as UID 1000 and writes its own caches next to the weights; a hostPath volume
+    # gets no fsGroup, so the folder is handed over as a provisioner would.
+    for path in [root, *root.rglob("*")]:
+        os.chown(path, 1000, 1000)
+    name = f"seeded-{namespace}-{claim}"[:63]
+    volume = {
+        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "standard",
+            "claimRef": {"namespace": namespace, "name": claim},
+            "hostPath": {"path": str(root), "type": "Directory"},
+        },
+    }
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(volume))
+    return name

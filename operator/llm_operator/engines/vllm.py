@@ -54,6 +54,9 @@ def container(service: LLMService) -> EngineContainer:
         health_path="/health",
         cache_mount_path=CACHE_PATH,
         metrics_path="/metrics",
-        # Tensor parallel workers exchange tensors through shared memory.
-        shm_size_limit="" if gpus > 1 else None,
+        # vLLM's engine core always runs in a process of its own and talks to it through a shared-memory
+        # broadcast queue (160 MiB even for one worker: the container default of 64 MiB stops it with
+        # "Insufficient space in /dev/shm", seen on a real kubelet); tensor parallel workers also
+        # exchange tensors there, so several GPUs get no limit.
+        shm_size_limit="" if gpus > 1 else "1Gi",
     )

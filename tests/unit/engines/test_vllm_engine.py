@@ -153,6 +153,6 @@ def test_caches_live_on_the_model_cache() -> None:
     assert env["VLLM_CACHE_ROOT"].startswith("/model-cache/")
 
 
-@pytest.mark.parametrize(("gpus", "shm"), [(0, None), (1, None), (2, ""), (8, "")])
-def test_shared_memory_only_with_tensor_parallel_gpus(gpus: int, shm: str | None) -> None:
+@pytest.mark.parametrize(("gpus", "shm"), [(0, "1Gi"), (1, "1Gi"), (2, ""), (8, "")])
+def test_shared_memory_always_unbounded_with_tensor_parallel_gpus(gpus: int, shm: str) -> None:
     assert container_for(make_service("vllm", {"resources": {"gpus": gpus}})).shm_size_limit == shm

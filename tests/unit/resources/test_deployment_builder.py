@@ -243,14 +243,11 @@ def test_model_cache_is_the_claim_with_storage(engine: str) -> None:
     assert {"name": "model-cache", "mountPath": CACHE_PATH[engine]} in spec["containers"][0]["volumeMounts"]
 
 
-@pytest.mark.parametrize(("gpus", "shm"), [(0, False), (1, False), (2, True), (4, True)])
-def test_vllm_shared_memory_only_with_several_gpus(gpus: int, shm: bool) -> None:
+@pytest.mark.parametrize(("gpus", "limit"), [(0, {"sizeLimit": "1Gi"}), (1, {"sizeLimit": "1Gi"}), (2, {}), (4, {})])
+def test_vllm_always_has_shared_memory_unbounded_with_several_gpus(gpus: int, limit: dict) -> None:
+    """The engine core's shared-memory queue needs 160 MiB even with one worker (64 MiB by default)."""
     volumes, mounts = volumes_and_mounts("vllm", {"resources": {"gpus": gpus}})
-    assert ("/dev/shm" in mounts) is shm
-    if shm:
-        assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory"}
-    else:
-        assert all("emptyDir" not in v or v["emptyDir"].get("medium") != "Memory" for v in volumes.values())
+    assert volumes[mounts["/dev/shm"]]["emptyDir"] == {"medium": "Memory", **limit}
 
 
 @pytest.mark.parametrize("gpus", [0, 1, 2])

@@ -1,0 +1,185 @@
+"""The Pods the operator generates, serving for real on the testbed's real node: the engine runs
+the generated spec unchanged (command, args, env, probes, security context, volumes) in the vLLM
+CPU stand-in image, the router runs the generated LiteLLM config in the LiteLLM stand-in image,
+and the `openai` client talks to the router's ClusterIP Service (kube-proxy, Pods on the testbed's
+bridge: nothing leaves the machine).
+
+Which image stands in for which (hack/build-images.sh): vLLM 0.32.0's CPU build
+(localhost/llm-operator-test/vllm-cpu) for vllm/vllm-openai:v0.32.0, whose GPU build cannot run
+here; LiteLLM 1.108.7 from the hash-pinned lock (localhost/llm-operator-test/litellm) for
+ghcr.io/berriai/litellm-non_root:v1.108.7. The model is the tiny generated Llama
+(tests/support/tiny_model.py), seeded into the model-cache volume as a Hugging Face cache entry and
+read with HF_HUB_OFFLINE=1 set through spec.serving.env. What the CPU build needs is set through
+documented per-LLMService fields only: resources.gpus 0, serving.maxModelLen, serving.extraArgs
+(--dtype float32) and serving.env (VLLM_CPU_KVCACHE_SPACE)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+import yaml
+
+from support.cluster import Cluster, OperatorProcess, condition
+from support.real_node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, local_image, seeded_model_volume
+
+GROUP = "serving.llm-operator.io"
+MODEL = "llm-operator-test/tiny-llama"
+ON_REAL_NODE = {"nodeSelector": REAL_NODE_SELECTOR, "tolerations": [REAL_NODE_TOLERATION]}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from support.vllm_server import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def images(real_node: str) -> dict[str, str]:
+    return {"vllm": local_image("vllm-cpu"), "router": local_image("litellm")}
+
+
+def cpu_vllm(name: str, images: dict[str, str], **spec: object) -> dict:
+    body = {
+        "engine": "vllm", "image": images["vllm"],
+        "model": {"name": MODEL},
+        "resources": {"gpus": 0, "cpu": "500m", "memory": "4Gi", **ON_REAL_NODE},
+        "storage": {"size": "1Gi"},
+        "serving": {
+            "maxModelLen": 512,
+            # The CPU build: float32 weights, and no torch.compile (it needs a C++ compiler, not in the image).
+            "extraArgs": ["--dtype", "float32", "--enforce-eager"],
+            "env": [{"name": "VLLM_CPU_KVCACHE_SPACE", "value": "1"}, {"name": "HF_HUB_OFFLINE", "value": "1"}],
+        },
+        "router": {"image": images["router"], **ON_REAL_NODE},
+        **spec,
+    }
+    return {"apiVersion": f"{GROUP}/v1alpha1", "kind": "LLMService", "metadata": {"name": name}, "spec": body}
+
+
+@pytest.fixture
+def volumes(cluster: Cluster) -> Iterator[list[str]]:
+    """Names of the seeded PersistentVolumes a test made; deleted (Retain: the folder stays) after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        cluster.kubectl("delete", "pv", name, "--wait=false", check=False)
+
+
+def deploy(cluster: Cluster, namespace: str, bodies: list[dict], tiny_model: Path, tmp: Path,
+           volumes: list[str]) -> None:
+    for body in bodies:
+        name = body["metadata"]["name"]
+        volumes.append(seeded_model_volume(cluster, namespace, f"{name}-model-cache", tiny_model, MODEL, tmp / name))
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(bodies))
+    for body in bodies:
+        wait_ready(cluster, namespace, body["metadata"]["name"])
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 420) -> None:
+    try:
+        cluster.wait_for(f"{name} Ready", lambda: condition(
+            cluster.get_json("llms", name, namespace), "Ready").get("status") == "True", timeout=timeout, interval=2)
+    except AssertionError as error:
+        status = (cluster.get_json("llms", name, namespace) or {}).get("status")
+        pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+        logs = cluster.kubectl("logs", "-n", namespace, f"deploy/{name}", "--tail=30", check=False)
+        raise AssertionError(f"{error}\nstatus: {status}\n{pods}\n{logs.stdout}{logs.stderr}") from None
+
+
+def router_client(cluster: Cluster, namespace: str, name: str) -> openai.OpenAI:
+    """The openai client on the router's ClusterIP, with the generated master key."""
+    service = cluster.get_json("service", f"{name}-router", namespace)
+    secret = cluster.get_json("secret", f"{name}-router-key", namespace)
+    key = base64.b64decode(next(iter(secret["data"].values()))).decode()
+    return openai.OpenAI(base_url=f"http://{service['spec']['clusterIP']}:4000/v1", api_key=key,
+                         timeout=60, max_retries=2)
+
+
+def engine_pods(cluster: Cluster, namespace: str, name: str) -> list[dict]:
+    selector = f"app.kubernetes.io/instance={name},app.kubernetes.io/component=engine"
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json").stdout)["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def served_requests(pod: dict) -> float:
+    """vllm:request_success_total of one engine Pod, read from its own /metrics on the bridge."""
+    with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8000/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(r'^vllm:request_success_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
+
+
+def chat(client: openai.OpenAI, model: str) -> str:
+    reply = client.chat.completions.create(
+        model=model, max_tokens=8, messages=[{"role": "user", "content": "hello"}])
+    assert reply.choices[0].message.content is not None
+    return reply.choices[0].message.content
+
+
+def test_generated_pods_serve_through_the_router(
+    operator: OperatorProcess, real_node: str, namespace: str, images: dict[str, str], tiny_model: Path,
+    tmp_path: Path, volumes: list[str],
+):
+    cluster = operator.cluster
+    backup = cpu_vllm("backup", images, router={"enabled": False})
+    primary = cpu_vllm("primary", images)
+    primary["spec"]["router"]["fallbacks"] = [{"llmService": "backup"}]
+    deploy(cluster, namespace, [backup, primary], tiny_model, tmp_path, volumes)
+
+    # The engine Pod runs exactly what the operator generated.
+    deployment = cluster.get_json("deployment", "primary", namespace)
+    [pod] = engine_pods(cluster, namespace, "primary")
+    assert pod["spec"]["nodeName"] == real_node
+    [generated] = deployment["spec"]["template"]["spec"]["containers"]
+    [running] = pod["spec"]["containers"]
+    for key in ("image", "command", "args", "env", "ports", "volumeMounts", "securityContext",
+                "startupProbe", "readinessProbe", "livenessProbe", "resources"):
+        assert running.get(key) == generated.get(key), key
+    assert running["image"] == images["vllm"] and running["command"] == ["vllm", "serve"]
+    [engine] = pod["status"]["containerStatuses"]
+    assert engine["ready"] and engine["restartCount"] == 0
+
+    # Chat and a streamed chat through the router's Service.
+    client = router_client(cluster, namespace, "primary")
+    assert "primary" in {m.id for m in client.models.list().data}
+    chat(client, "primary")
+    chunks = list(client.chat.completions.create(
+        model="primary", max_tokens=8, stream=True, messages=[{"role": "user", "content": "hello"}]))
+    assert len(chunks) > 1
+    unauthenticated = openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0, timeout=30)
+    with pytest.raises(openai.AuthenticationError):
+        chat(unauthenticated, "primary")
+
+    # Fallback through Pods: with no primary engine replica, the backup LLMService answers.
+    [backup_pod] = engine_pods(cluster, namespace, "backup")
+    served_before = served_requests(backup_pod)
+    cluster.kubectl("scale", "llms/primary", "-n", namespace, "--replicas=0")
+    cluster.wait_for("the primary engine to stop", lambda: not engine_pods(cluster, namespace, "primary"),
+                     timeout=180, interval=2)
+    chat(client, "primary")
+    assert served_requests(backup_pod) > served_before, "the backup engine did not serve the fallback"
+    cluster.kubectl("scale", "llms/primary", "-n", namespace, "--replicas=1")
+    wait_ready(cluster, namespace, "primary")
+
+    # Recovery: a deleted engine Pod is replaced and serves again.
+    [old] = engine_pods(cluster, namespace, "primary")
+    cluster.kubectl("delete", "pod", old["metadata"]["name"], "-n", namespace, "--wait=false")
+    cluster.wait_for("a new engine Pod, Ready", lambda: any(
+        p["metadata"]["name"] != old["metadata"]["name"] and condition(p, "Ready").get("status") == "True"
+        for p in engine_pods(cluster, namespace, "primary")), timeout=420, interval=2)
+    wait_ready(cluster, namespace, "primary")
+    chat(client, "primary")
+
+    # A restarted router keeps the clients' key (the generated Secret is created once).
+    cluster.kubectl("rollout", "restart", "deployment/primary-router", "-n", namespace)
+    cluster.kubectl("rollout", "status", "deployment/primary-router", "-n", namespace, "--timeout=240s",
+                    timeout=260)
+    chat(router_client(cluster, namespace, "primary"), "primary")
+    assert router_client(cluster, namespace, "primary").api_key == client.api_key
