@@ -19,7 +19,8 @@ NODE_RUN=/run/llm-operator-node
 NODE_BRIDGE=llmop0
 POD_CIDR=10.244.0.0/24
 # The fake Pods' IPs (kwok hands them out; nothing answers there). Services may list them as
-# endpoints, so the host routes them nowhere: a packet to one must not leave by the default route.
+# endpoints, so the host routes them nowhere ("unreachable": the sender is told at once): a packet
+# to one must not leave by the default route.
 FAKE_POD_CIDR=10.245.0.0/16
 FAKE_POD_CIDR_GATEWAY=10.245.0.1/16
 NODE_IP=10.244.0.1
@@ -71,18 +72,31 @@ node_network() {
     case "$dev" in all|default|lo|"$NODE_BRIDGE"|veth*) ;; *) sysctl -qw "net.ipv4.conf.$dev.forwarding=0" ;; esac
   done
   sysctl -qw "net.ipv4.conf.default.forwarding=1"  # the Pods' veths, made later
+  # Bridge to bridge goes on to kube-proxy's chains (which refuse a Service without endpoints); a Pod's
+  # packet for anywhere else is refused at once (so a client fails fast instead of hanging), and
+  # nothing from elsewhere is forwarded to the Pods.
   iptables -N LLMOP-FORWARD 2>/dev/null || iptables -F LLMOP-FORWARD
-  iptables -A LLMOP-FORWARD -i "$NODE_BRIDGE" -o "$NODE_BRIDGE" -j ACCEPT
-  iptables -A LLMOP-FORWARD -i "$NODE_BRIDGE" -j DROP
-  iptables -A LLMOP-FORWARD -o "$NODE_BRIDGE" -j DROP
+  iptables -A LLMOP-FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -p tcp -j REJECT --reject-with tcp-reset
+  iptables -A LLMOP-FORWARD -i "$NODE_BRIDGE" ! -o "$NODE_BRIDGE" -j REJECT --reject-with icmp-port-unreachable
+  iptables -A LLMOP-FORWARD -o "$NODE_BRIDGE" ! -i "$NODE_BRIDGE" -j DROP
   iptables -C FORWARD -j LLMOP-FORWARD 2>/dev/null || iptables -I FORWARD 1 -j LLMOP-FORWARD
-  ip route replace blackhole "$FAKE_POD_CIDR"
+  ip route replace unreachable "$FAKE_POD_CIDR"
+  # ClusterIPs are DNATed by kube-proxy; one that is not (no rule yet, kube-proxy down) must not
+  # follow the default route off the machine: the Service range is routed onto the bridge.
+  ip route replace "$SERVICE_CIDR" dev "$NODE_BRIDGE"
+}
+
+# kube-proxy exits when its configuration file changes, even to the same content: write only what differs.
+write_if_changed() {
+  local target=$1 tmp; tmp=$(mktemp "$target.XXXXXX")
+  cat > "$tmp"
+  if cmp -s "$tmp" "$target"; then rm -f "$tmp"; else mv -f "$tmp" "$target"; fi
 }
 
 node_write_configs() {
   local pki; pki=$(node_pki)
   mkdir -p "$NODE_DIR/cni" "$NODE_DIR/logs" "$NODE_RUN" "$CONTAINERD_ROOT"
-  cat > "$NODE_DIR/cni/10-llmop.conflist" <<JSON
+  write_if_changed "$NODE_DIR/cni/10-llmop.conflist" <<JSON
 {
   "cniVersion": "1.0.0",
   "name": "llmop",
@@ -98,7 +112,7 @@ node_write_configs() {
 JSON
   # containerd 1.6: the CRI plugin with runc under the cgroupfs driver. restrict_oom_score_adj,
   # because the sandbox asks for oom_score_adj -998, which needs CAP_SYS_RESOURCE (absent here).
-  cat > "$NODE_DIR/containerd.toml" <<TOML
+  write_if_changed "$NODE_DIR/containerd.toml" <<TOML
 version = 2
 root = "$CONTAINERD_ROOT"
 state = "$NODE_RUN/containerd"
@@ -119,8 +133,8 @@ state = "$NODE_RUN/containerd"
     conf_dir = "$NODE_DIR/cni"
 TOML
   # Pods resolve through the cluster DNS only; the host's resolvers are never handed to them.
-  : > "$NODE_DIR/resolv.conf"
-  cat > "$NODE_DIR/kubelet.yaml" <<YAML
+  : | write_if_changed "$NODE_DIR/resolv.conf"
+  write_if_changed "$NODE_DIR/kubelet.yaml" <<YAML
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 # This machine has hybrid cgroups (v1); v1.36 refuses them unless told.
@@ -148,7 +162,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "200Mi", nodefs.available: "2%", imagefs.available: "2%"}
 maxPods: 60
 YAML
-  cat > "$NODE_DIR/kube-proxy.yaml" <<YAML
+  write_if_changed "$NODE_DIR/kube-proxy.yaml" <<YAML
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 mode: iptables
@@ -163,7 +177,7 @@ nodePortAddresses: [$NODE_IP/32]
 conntrack: {maxPerCore: 0}
 YAML
   # The cluster domain only; any other name is NXDOMAIN, so no query leaves the machine.
-  cat > "$NODE_DIR/Corefile" <<COREFILE
+  write_if_changed "$NODE_DIR/Corefile" <<COREFILE
 $CLUSTER_DOMAIN:53 in-addr.arpa:53 ip6.arpa:53 {
     bind $NODE_IP
     errors
@@ -279,7 +293,8 @@ node_stop() {
   iptables -D FORWARD -j LLMOP-FORWARD 2>/dev/null || true
   iptables -F LLMOP-FORWARD 2>/dev/null && iptables -X LLMOP-FORWARD 2>/dev/null || true
   ip link delete "$NODE_BRIDGE" 2>/dev/null || true
-  ip route delete blackhole "$FAKE_POD_CIDR" 2>/dev/null || true
+  ip route delete unreachable "$FAKE_POD_CIDR" 2>/dev/null || true
+  ip route delete "$SERVICE_CIDR" dev "$NODE_BRIDGE" 2>/dev/null || true
   rm -rf "$NODE_RUN" "$NODE_DIR"
 }
 

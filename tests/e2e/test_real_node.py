@@ -54,6 +54,9 @@ def restricted_container(name: str, image: str, command: list[str]) -> dict:
 
 
 def test_the_real_node_is_ready_next_to_the_fake_gpu_nodes(cluster: Cluster, real_node: str):
+    # `up` ran again for this session (the cluster fixture): every node component is still running.
+    status = subprocess.run(["bash", "hack/cluster.sh", "status"], capture_output=True, text=True, check=True)
+    assert f"real node:  {real_node} running" in status.stdout, status.stdout
     listed = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     nodes = {n["metadata"]["name"]: n for n in listed}
     node = nodes[real_node]
@@ -137,9 +140,9 @@ def test_nothing_a_pod_sends_can_leave_the_machine(real_node: str):
     """Read off the host's configuration, so that no test has to send anything off the machine."""
     rules = _run("iptables", "-S", "LLMOP-FORWARD").splitlines()
     assert rules[1:] == [
-        "-A LLMOP-FORWARD -i llmop0 -o llmop0 -j ACCEPT",
-        "-A LLMOP-FORWARD -i llmop0 -j DROP",
-        "-A LLMOP-FORWARD -o llmop0 -j DROP",
+        "-A LLMOP-FORWARD -i llmop0 ! -o llmop0 -p tcp -j REJECT --reject-with tcp-reset",
+        "-A LLMOP-FORWARD -i llmop0 ! -o llmop0 -j REJECT --reject-with icmp-port-unreachable",
+        "-A LLMOP-FORWARD ! -i llmop0 -o llmop0 -j DROP",
     ]
     assert _run("iptables", "-S", "FORWARD").splitlines()[1] == "-A FORWARD -j LLMOP-FORWARD"
     # No forwarding on the host's own interfaces, and no masquerade of the Pod network.
@@ -151,7 +154,9 @@ def test_nothing_a_pod_sends_can_leave_the_machine(real_node: str):
     nat = _run("iptables", "-t", "nat", "-S", "POSTROUTING")
     assert POD_CIDR not in nat, nat
     # kwok's fake Pod IPs can be a Service's endpoints: the host routes them nowhere.
-    assert "blackhole 10.245.0.0/16" in _run("ip", "route", "show", "type", "blackhole")
+    assert "unreachable 10.245.0.0/16" in _run("ip", "route", "show", "type", "unreachable")
+    # A ClusterIP that kube-proxy has not (yet) translated stays on the bridge instead of the default route.
+    assert "dev llmop0" in _run("ip", "route", "get", KUBERNETES_SERVICE_IP.rsplit(".", 1)[0] + ".250")
     conflist = json.loads(next(Path(p) for p in _cni_configs()).read_text())
     assert conflist["plugins"][0]["ipMasq"] is False
 
