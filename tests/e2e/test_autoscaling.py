@@ -94,7 +94,7 @@ def scale_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
 class Load:
     """A bounded closed-loop load: `workers` clients each sending one request after another."""
 
-    def __init__(self, base_url: str, model: str, workers: int, max_tokens: int = 48, limit_s: float = 240) -> None:
+    def __init__(self, base_url: str, model: str, workers: int, max_tokens: int = 160, limit_s: float = 240) -> None:
         self.client = openai.OpenAI(base_url=base_url, api_key="none", timeout=120, max_retries=0)
         self.model, self.workers, self.max_tokens, self.limit_s = model, workers, max_tokens, limit_s
         self.stop = threading.Event()
@@ -108,6 +108,10 @@ class Load:
             try:
                 self.client.chat.completions.create(
                     model=self.model, max_tokens=self.max_tokens,
+                    # Every request generates max_tokens (the tiny model's random weights would stop at
+                    # random): each holds a slot long enough for 32 Python clients to keep a queue,
+                    # however fast the engine is compared with the clients.
+                    extra_body={"ignore_eos": True},
                     messages=[{"role": "user", "content": "tell me a long story"}],
                 )
                 self.done += 1

@@ -196,3 +196,4 @@ def test_generated_pods_serve_through_the_router(
     restarted = router_client(cluster, namespace, "primary")
     assert restarted.api_key == client.api_key
     chat(restarted, "primary")
+

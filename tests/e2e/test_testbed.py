@@ -88,7 +88,8 @@ def test_pod_asking_more_gpus_than_any_node_stays_pending(cluster: Cluster, name
         return next((m for m in messages if "Insufficient nvidia.com/gpu" in m), None)
 
     message = cluster.wait_for("a FailedScheduling event", failed_scheduling_event, timeout=60)
-    assert "0/4 nodes are available" in message
+    # Every Node is counted: the four fake ones and the real one (which no GPU Pod tolerates).
+    assert "0/5 nodes are available" in message
     [pod] = pods(cluster, namespace, "nine-gpus")
     assert pod["status"]["phase"] == "Pending"
     assert not pod["spec"].get("nodeName")

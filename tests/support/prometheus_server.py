@@ -98,6 +98,9 @@ class PrometheusServer:
             return json.loads(response.read())["data"]["result"]
 
 
+POD_IP = "<pod-ip>"  # placeholder in a mapping's address: each Pod's own IP
+
+
 class PodTargets:
     """Maps the kwok Pods of an LLMService to a local process that stands for them.
 
@@ -119,6 +122,12 @@ class PodTargets:
             self.mappings[(namespace, selector)] = (address, metrics_path)
         self.sync()
 
+    def map_pod_ips(self, namespace: str, selector: str, port: int, metrics_path: str = "/metrics") -> None:
+        """Real Pods (on the testbed's real node): each is scraped at its own IP and `port`."""
+        with self._lock:
+            self.mappings[(namespace, selector)] = (f"{POD_IP}:{port}", metrics_path)
+        self.sync()
+
     def unmap(self, namespace: str) -> None:
         with self._lock:
             for key in [k for k in self.mappings if k[0] == namespace]:
@@ -136,7 +145,12 @@ class PodTargets:
                 if pod["metadata"].get("deletionTimestamp"):
                     continue
                 labels = {"namespace": namespace, "pod": pod["metadata"]["name"], "__metrics_path__": path}
-                targets.append((address, labels))
+                target = address
+                if address.startswith(POD_IP):
+                    if not pod.get("status", {}).get("podIP"):
+                        continue
+                    target = address.replace(POD_IP, pod["status"]["podIP"])
+                targets.append((target, labels))
         self.prometheus.set_targets(targets)
 
     def _run(self) -> None:
