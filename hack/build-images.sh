@@ -58,6 +58,9 @@ build_operator() {
       --build-arg "REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
       "${CA_SECRET[@]}" --tag "$ref" "$REPO_ROOT" >/dev/null
     log "operator image: built in $((SECONDS - t0))s"
+    # Older builds (every code change is a new tag) would fill the disk: keep the newest only.
+    podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$OPERATOR_REPOSITORY" \
+      | grep -vxF "$ref" | xargs -r podman rmi --force >/dev/null 2>&1 || true
     podman image prune --force >/dev/null
   fi
   echo "$ref"
