@@ -260,6 +260,11 @@ node_start() {
     log "node $NODE_NAME did not become Ready; logs: $NODE_DIR/logs"; tail -n 20 "$NODE_DIR/logs/kubelet.log" >&2
     return 1
   fi
+  # Until metrics-server answers, its APIService is unavailable and every client's API discovery
+  # (kubectl, the operator's dynamic client) stalls on the metrics.k8s.io group: wait for it here.
+  if ! kctl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=180s >/dev/null; then
+    log "metrics-server's APIService is not Available; logs: $NODE_DIR/logs/metrics-server.log"; return 1
+  fi
   log "real node $NODE_NAME Ready in $((SECONDS - t0))s (Pods on $POD_CIDR, Services on $SERVICE_CIDR, DNS $NODE_IP)"
 }
 
