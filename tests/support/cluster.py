@@ -15,6 +15,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# kubectl's message when it cannot reach the apiserver at all.
+UNREACHABLE = "Unable to connect to the server"
+
+
 @dataclass
 class Cluster:
     kubeconfig: str
@@ -25,10 +29,16 @@ class Cluster:
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
-            input=input, capture_output=True, text=True, timeout=timeout, env=self.env,
-        )
+        for attempt in range(3):
+            result = subprocess.run(
+                [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+                input=input, capture_output=True, text=True, timeout=timeout, env=self.env,
+            )
+            # A read that could not reach the apiserver is tried again: while engines load the 2 cores
+            # of this machine, a TLS handshake can time out (seen once). Writes are never repeated.
+            if not (result.returncode != 0 and args and args[0] == "get" and UNREACHABLE in result.stderr):
+                break
+            time.sleep(2 * (attempt + 1))
         if check and result.returncode != 0:
             raise AssertionError(
                 f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}{result.stdout}"

@@ -54,8 +54,6 @@ def seeded_model_volume(cluster, namespace: str, claim: str, model_dir, repo_id:
     """A PersistentVolume pre-bound to the claim `claim` (which the operator creates for spec.storage),
     holding `model_dir` as the Hugging Face cache entry of `repo_id`: what a platform team does with
     pre-seeded weights. The volume is a folder on this host, which is the real node. Its name."""
-    import json
-    import os
     import shutil
     import uuid
 
@@ -64,8 +62,17 @@ def seeded_model_volume(cluster, namespace: str, claim: str, model_dir, repo_id:
     shutil.copytree(model_dir, entry / "snapshots" / revision)
     (entry / "refs").mkdir(parents=True, exist_ok=True)
     (entry / "refs" / "main").write_text(revision)
-    # The engine runs as UID 1000 and writes its own caches next to the weights; a hostPath volume
-    # gets no fsGroup, so the folder is handed over as a provisioner would.
+    return host_volume(cluster, namespace, claim, root)
+
+
+def host_volume(cluster, namespace: str, claim: str, root) -> str:
+    """A PersistentVolume on the folder `root` of this host (the real node), pre-bound to the claim
+    `claim` and handed over to UID 1000, as which the engines run: they write their own caches next to
+    the weights, and a hostPath volume gets no fsGroup, so the folder is chowned as a provisioner would.
+    Its name."""
+    import json
+    import os
+
     for path in [root, *root.rglob("*")]:
         os.chown(path, 1000, 1000)
     name = f"seeded-{namespace}-{claim}"[:63]

@@ -491,9 +491,9 @@ class Router(SpecModel):
         default="least-busy",
         description="LiteLLM routing strategy: simple-shuffle | least-busy | latency-based-routing | "
         "usage-based-routing-v2. LiteLLM applies it among the deployments of one model name; the router "
-        "reaches the local engine (and each fallback) through one Service address, and that ClusterIP Service "
-        "spreads the router's pooled keep-alive connections over the engine's ready replicas. "
-        "Default: least-busy.",
+        "reaches the local engine (and each fallback) through one Service address, and opens a new connection "
+        "for every request to an engine Service (Connection: close), so the Service spreads requests, not "
+        "long-lived connections, over the engine's ready replicas. Default: least-busy.",
     )
     timeout_seconds: int = Field(
         default=600, ge=1, le=86400, description="Timeout of one request, in seconds. Default: 600."

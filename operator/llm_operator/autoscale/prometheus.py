@@ -3,7 +3,10 @@
 Every query selects the engine Pods of one LLMService by `namespace` and `pod` labels (what
 Kubernetes service discovery and the Prometheus Operator attach to scraped targets) and asks
 for a short range, so each value comes with the time it was really scraped: a replica whose
-newest sample is older than the policy's staleness limit counts as not reporting.
+newest sample is older than the policy's staleness limit counts as not reporting. A range query
+does not return the staleness marker Prometheus writes when a scrape fails, so it would hand
+back the value from before the failure (often the idle 0 from before a load); a series whose
+newest sample is more than MISSED_SCRAPES of its own scrape intervals old is left out too.
 
 Metric names per engine (checked against the engines' /metrics):
 - vLLM: vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc
@@ -24,6 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -33,6 +37,23 @@ from llm_operator.autoscale.policy import Sample
 
 QUERY_TIMEOUT_SECONDS = 5
 LOOKBACK = "1m"
+
+
+# A series is current while its newest sample is at most this many scrape intervals old (the interval
+# measured from its own samples), plus CLOCK_SLACK_S for the operator's and Prometheus' clocks.
+MISSED_SCRAPES = 2
+CLOCK_SLACK_S = 2.0
+
+
+def is_current(timestamps: Sequence[float], now: float) -> bool:
+    """Whether a series' scrapes are still arriving: its newest sample is no older than MISSED_SCRAPES
+    of its median scrape interval (+ CLOCK_SLACK_S). One sample gives no interval: current (the
+    policy's own staleness limit still applies)."""
+    if len(timestamps) < 2:
+        return True
+    gaps = sorted(later - earlier for earlier, later in pairwise(sorted(timestamps)))
+    interval = gaps[len(gaps) // 2]
+    return now - max(timestamps) <= MISSED_SCRAPES * interval + CLOCK_SLACK_S
 
 
 class MetricsUnavailable(Exception):
@@ -90,10 +111,11 @@ class PrometheusMetrics:
             cause = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
             raise MetricsUnavailable(f"Prometheus at {self.url} did not answer: {cause}") from error
         latest = []
+        now = time.time()
         for item in result:
             # A range query gives "values" (with the scrape times); an instant one "value".
             values = item.get("values") or ([item["value"]] if "value" in item else [])
-            if values:
+            if values and is_current([float(t) for t, _ in values], now):
                 timestamp, value = values[-1]
                 latest.append(Series(item["metric"].get("pod", ""), float(timestamp), float(value)))
         return latest

@@ -3,7 +3,9 @@
 The local engine is one OpenAI-compatible deployment under `model_name = servedName`. vLLM, TGI and
 Ollama all serve the OpenAI API under `/v1`, so every engine is an `openai/<upstream model>` deployment
 with `api_base: <engine Service>/v1`; only the model name the engine expects differs (vLLM: the served
-name; TGI: ignored, "tgi" by convention; Ollama: the pulled tag).
+name; TGI: ignored, "tgi" by convention; Ollama: the pulled tag). Requests to engines carry
+`Connection: close`, so the Service spreads every request over the ready replicas (see
+PER_REQUEST_CONNECTION).
 
 Fallbacks, in spec order, are their own model groups named `<servedName>-fallback-<n>` (n = 1-based
 position in spec.router.fallbacks, so names stay put when an earlier fallback is missing), listed in
@@ -68,6 +70,14 @@ def upstream_model(service: LLMService) -> str:
     return served_name(service)  # vLLM --served-model-name
 
 
+# One TCP connection per request to an in-cluster engine. The engine Service balances connections,
+# not requests, and the router's pool keeps its connections alive while traffic flows: without this,
+# a replica the autoscaler adds gets no traffic from a busy router (found on the real node: the second
+# vLLM Pod got no requests while the first had a queue). A connection costs well under a millisecond
+# in the cluster; a generation costs far more. External fallbacks keep their pooled TLS connections.
+PER_REQUEST_CONNECTION = {"Connection": "close"}
+
+
 def engine_deployment(service: LLMService, model_name: str) -> dict[str, Any]:
     """An OpenAI-compatible deployment of `service`'s engine Service under `model_name`."""
     return {
@@ -76,6 +86,7 @@ def engine_deployment(service: LLMService, model_name: str) -> dict[str, Any]:
             "model": f"openai/{upstream_model(service)}",
             "api_base": engine_base_url(service),
             "api_key": NO_API_KEY,
+            "extra_headers": dict(PER_REQUEST_CONNECTION),
         },
     }
 

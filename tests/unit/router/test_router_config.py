@@ -29,6 +29,8 @@ def test_local_engine_is_an_openai_deployment_under_the_served_name(engine: str)
     assert local["litellm_params"]["api_base"] == f"{engine_url(llm)}/v1"
     assert local["litellm_params"]["model"].startswith("openai/")
     assert local["litellm_params"]["api_key"] == NO_API_KEY
+    # Every request a new connection, so the engine Service spreads requests over all replicas.
+    assert local["litellm_params"]["extra_headers"] == {"Connection": "close"}
 
 
 def test_engine_base_url_matches_the_engine_service() -> None:
@@ -77,7 +79,10 @@ def test_fallbacks_in_spec_order() -> None:
     gpt, other, claude = (m["litellm_params"] for m in config["model_list"][1:])
     assert gpt == {"model": "openai/gpt-4o", "api_key": "os.environ/FALLBACK_1_API_KEY"}
     # Another LLMService: its engine Service, with the model name its engine expects.
-    assert other == {"model": "openai/other-model", "api_base": "http://other.ml.svc:8000/v1", "api_key": NO_API_KEY}
+    assert other == {"model": "openai/other-model", "api_base": "http://other.ml.svc:8000/v1", "api_key": NO_API_KEY,
+                     "extra_headers": {"Connection": "close"}}
+    # External APIs keep pooled (TLS) connections.
+    assert "extra_headers" not in gpt and "extra_headers" not in claude
     assert claude == {"model": "anthropic/claude-3-5-sonnet-latest", "api_base": "https://proxy.example/v1"}
     assert missing_references(llm, OTHER, {"openai"}) == []
 
