@@ -38,6 +38,10 @@ class Observed:
     """Messages naming the engine Pods' Secrets that do not exist (references.missing_engine_secrets);
     None when not checked (nothing deployed, or no Secret referenced): then no SecretsFound condition."""
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
+    autoscaling: bool = False
+    """spec.autoscaling.enabled: then status.desiredReplicas is the autoscaler's, written by it alone."""
+    recorded_desired_replicas: int | None = None
+    """status.desiredReplicas as the object holds it now."""
     now: str = ""
 
 
@@ -209,14 +213,18 @@ def compute_status(observed: Observed) -> dict[str, Any]:
         conditions.append(_condition(observed, "ScalingActive", *observed.scaling))
     if observed.missing_secrets is not None:
         conditions.append(_condition(observed, "SecretsFound", *secrets_found(observed.missing_secrets)))
-    return {
+    status = {
         "observedGeneration": observed.generation,
         "phase": phase,
         "conditions": conditions,
         "replicas": replicas,
         "readyReplicas": ready,
-        "desiredReplicas": observed.desired_replicas,
         "ready": f"{ready}/{observed.desired_replicas}",
         "selector": observed.selector,
         "endpoint": observed.endpoint,
     }
+    # desiredReplicas is the autoscaler's decision and only it writes one; with autoscaling turned off,
+    # a decision left from before is removed (None deletes it in the merge patch).
+    if not observed.autoscaling and observed.recorded_desired_replicas is not None:
+        status["desiredReplicas"] = None
+    return status

@@ -266,3 +266,29 @@ def test_ollama_scales_on_the_router_signal(
             stop(proxy.process)
         stop(engine.process)
     scrape_targets.unmap(namespace)
+
+
+def test_a_recreated_llmservice_starts_afresh(
+    operator: OperatorProcess, cluster: Cluster, namespace: str, scrape_targets: PodTargets
+) -> None:
+    """Delete an autoscaled LLMService at 3 replicas and create one with the same name: the new one is a
+    new object (a new uid) and starts at its own minReplicas, not at the count of the one deleted."""
+    with MetricsStandIn() as standin:
+        standin.set(**{"vllm:num_requests_waiting": 30, "vllm:num_requests_running": 2,
+                       "vllm:kv_cache_usage_perc": 0.3})
+        create(cluster, namespace, autoscaled("again"))
+        scrape_targets.map(namespace, f"app.kubernetes.io/instance=again,{ENGINE}", standin.address)
+        wait_replicas(cluster, namespace, "again", 3, timeout=60)
+        standin.set(**{"vllm:num_requests_waiting": 0})
+        old_uid = get(cluster, namespace, "llms", "again")["metadata"]["uid"]
+        cluster.kubectl("delete", "llms", "again", "-n", namespace, "--wait=true", "--timeout=60s")
+        cluster.wait_for("the old Deployment to be collected",
+                         lambda: cluster.get_json("deployment", "again", namespace) is None, timeout=60)
+        create(cluster, namespace, autoscaled("again"))
+        recreated = get(cluster, namespace, "llms", "again")
+        assert recreated["metadata"]["uid"] != old_uid
+        assert get(cluster, namespace, "deployment", "again")["spec"]["replicas"] == 1
+        time.sleep(3 * INTERVAL)  # a few autoscaling ticks: no demand, nothing carried over
+        assert get(cluster, namespace, "deployment", "again")["spec"]["replicas"] == 1
+        assert status(cluster, namespace, "again").get("desiredReplicas", 1) == 1
+    scrape_targets.unmap(namespace)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -165,12 +166,19 @@ def test_generated_pods_serve_through_the_router(
     wait_ready(cluster, namespace, "primary")
     chat(client, "primary")
 
-    # A restarted router keeps the clients' key (the generated Secret is created once).
-    client.close()
+    # A restarted router keeps the clients' key (the generated Secret is created once). The client still
+    # holds its kept-alive connection: the old Pod goes anyway (Granian closes idle connections on
+    # SIGTERM), well within the grace period, which the router's timeout sets to 600 s.
     router_selector = "app.kubernetes.io/instance=primary,app.kubernetes.io/component=router"
     [old_router] = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", router_selector,
                                               "-o", "json").stdout)["items"]
+    assert old_router["spec"]["terminationGracePeriodSeconds"] == 600
+    deleted = time.monotonic()
     cluster.kubectl("delete", "pod", old_router["metadata"]["name"], "-n", namespace, "--wait=false")
+    cluster.wait_for("the old router Pod to be gone", lambda: cluster.get_json(
+        "pod", old_router["metadata"]["name"], namespace) is None, timeout=60, interval=1)
+    print(f"router Pod gone {time.monotonic() - deleted:.1f}s after its deletion, a client connection open")
+    client.close()
 
     def new_router_ready() -> bool:
         pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", router_selector,

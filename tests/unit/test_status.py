@@ -98,7 +98,7 @@ def test_scale_and_printer_fields() -> None:
     assert status["observedGeneration"] == 3
     assert status["replicas"] == 2
     assert status["readyReplicas"] == 2
-    assert status["desiredReplicas"] == 2
+    assert "desiredReplicas" not in status  # the autoscaler's alone
     assert status["ready"] == "2/2"
     assert status["selector"] == SELECTOR
     assert status["endpoint"] == ENDPOINT
@@ -442,3 +442,13 @@ def test_only_crash_loops_quote_the_log() -> None:
     failing["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] = "ImagePullBackOff"
     status = compute_status(observed(deployment=deployment(1, 1, 0), desired_replicas=1, pods=[failing]))
     assert "last log line" not in conditions(status)["Ready"]["message"]
+
+
+def test_desired_replicas_is_left_to_the_autoscaler_and_removed_when_it_is_turned_off() -> None:
+    from dataclasses import replace
+
+    observed = ready_observed()
+    assert "desiredReplicas" not in compute_status(replace(observed, autoscaling=True, recorded_desired_replicas=3))
+    assert "desiredReplicas" not in compute_status(replace(observed, autoscaling=False))
+    left_over = compute_status(replace(observed, autoscaling=False, recorded_desired_replicas=3))
+    assert left_over["desiredReplicas"] is None  # a merge patch's removal

@@ -688,7 +688,11 @@ class LLMServiceStatus(StatusModel):
         default=None, ge=0, description="Engine Pods that exist (scale subresource)."
     )
     ready_replicas: int | None = Field(default=None, ge=0, description="Engine Pods that are ready.")
-    desired_replicas: int | None = Field(default=None, ge=0, description="Replicas the autoscaler wants.")
+    desired_replicas: int | None = Field(
+        default=None, ge=0,
+        description="The autoscaler's latest decision: the engine replicas it wants. Written by the autoscaler "
+        "only; absent while autoscaling is off.",
+    )
     ready: str | None = Field(
         default=None, max_length=32,
         description="readyReplicas/replicas as text (\"2/3\"), for the READY column of kubectl get.",

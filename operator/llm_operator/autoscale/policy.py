@@ -164,19 +164,39 @@ class Decision:
     hold_reason: str = ""
 
 
+def history_length(config: PolicyConfig, interval_s: float) -> int:
+    """Samples to keep, one per autoscaling interval: the longest window the policy reads (the
+    prompt-rate peak), with room to spare, and never fewer than 240."""
+    return max(240, int(max(config.window_s, config.prompt_rate_peak_window_s) / interval_s) + 10)
+
+
+def scaling_condition(current: int, decision: Decision, unavailable: str | None = None) -> tuple[str, str, str]:
+    """ScalingActive (status, reason, message): False while the policy holds (Prometheus did not answer,
+    or metrics are missing or stale), with why; True with the decision's reason otherwise."""
+    if unavailable or decision.held:
+        return ("False", "MetricsUnavailable", f"holding {current} replicas: {unavailable or decision.hold_reason}")
+    return ("True", "Scaling", decision.reason)
+
+
 @dataclass(frozen=True)
 class _Recommendation:
     replicas: int
     reason: str
 
 
+def bounded(replicas: int, config: PolicyConfig) -> int:
+    """`replicas` within minReplicas..maxReplicas: the one clamp of the autoscaled count (the policy and
+    the engine Deployment's builder both use it)."""
+    return min(max(replicas, config.min_replicas), config.max_replicas)
+
+
 def decide(history: Sequence[Sample], state: ScalerState, config: PolicyConfig, now: float) -> Decision:
     """Desired replicas from the recent samples; pure and deterministic."""
     current = state.replicas
-    bounded = min(max(current, config.min_replicas), config.max_replicas)
-    if bounded != current:
+    if bounded(current, config) != current:
+        bounded_count = bounded(current, config)
         reason = f"replicas {current} outside bounds {config.min_replicas}..{config.max_replicas}"
-        return _scale(state, bounded, reason, now)
+        return _scale(state, bounded_count, reason, now)
 
     window = _fresh_window(history, config)
     if not window:
@@ -336,7 +356,7 @@ def _recommend(window: Sequence[Sample], rate: _PromptRate | None, config: Polic
         # Idle: the trailing prompt-rate peak does not keep replicas that serve nobody.
         return _Recommendation(0, "no traffic: no waiting, running or router in-flight requests")
     best = max(found, key=lambda recommendation: recommendation.replicas)
-    replicas = min(max(best.replicas, config.min_replicas, 1), config.max_replicas)
+    replicas = bounded(max(best.replicas, 1), config)
     if replicas == config.max_replicas and best.replicas > config.max_replicas:
         return _Recommendation(replicas, f"{best.reason} (capped at maxReplicas {config.max_replicas})")
     return _Recommendation(replicas, best.reason)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from llm_operator.api.models import LLMService
+from llm_operator.autoscale.config import policy_config
+from llm_operator.autoscale.policy import bounded
 from llm_operator.engines import EngineContainer, container_for
 from llm_operator.engines.base import MODEL_CACHE_VOLUME, SHM_VOLUME
 from llm_operator.resources.common import (
@@ -131,11 +133,10 @@ def engine_container(service: LLMService, engine: EngineContainer, mounts: list[
 
 
 def replicas(service: LLMService, autoscaled_replicas: int | None) -> int:
-    """spec.replicas, unless the autoscaler owns the count."""
+    """spec.replicas, unless the autoscaler owns the count (its decision, within its bounds)."""
     if service.spec.autoscaling.enabled:
-        bounds = service.spec.autoscaling
         wanted = service.spec.replicas if autoscaled_replicas is None else autoscaled_replicas
-        return max(bounds.min_replicas, min(wanted, bounds.max_replicas))
+        return bounded(wanted, policy_config(service.spec))
     return service.spec.replicas
 
 

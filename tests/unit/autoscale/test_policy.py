@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from llm_operator.autoscale.policy import Decision, PolicyConfig, Sample, ScalerState, decide
+from llm_operator.autoscale.policy import (
+    Decision,
+    PolicyConfig,
+    Sample,
+    ScalerState,
+    decide,
+    history_length,
+    scaling_condition,
+)
 
 CONFIG = PolicyConfig(
     min_replicas=1,
@@ -392,3 +400,20 @@ def test_default_rate_rule_is_for_an_8b_model_on_an_h100():
     defaults = PolicyConfig()
     assert defaults.prompt_tokens_per_s_per_replica == 20_000
     assert defaults.prompt_rate_headroom == 1.1 and defaults.prompt_rate_peak_window_s == 900
+
+
+def test_history_covers_the_longest_window_the_policy_reads() -> None:
+    config = PolicyConfig(window_s=30, prompt_rate_peak_window_s=900)
+    assert history_length(config, 15) == 240  # 900 / 15 + 10 = 70: the floor
+    assert history_length(config, 2) == 460  # 900 / 2 + 10
+
+
+def test_scaling_condition_says_why_it_holds() -> None:
+    state = ScalerState(replicas=2)
+    assert scaling_condition(2, Decision(3, "queue depth 12 > target 5 x 2 replicas", state)) == (
+        "True", "Scaling", "queue depth 12 > target 5 x 2 replicas")
+    held = Decision(2, "", state, held=True, hold_reason="metrics stale: newest sample 90 s old > 60 s")
+    assert scaling_condition(2, held) == (
+        "False", "MetricsUnavailable", "holding 2 replicas: metrics stale: newest sample 90 s old > 60 s")
+    assert scaling_condition(2, Decision(2, "x", state), "Prometheus at http://p did not answer")[2] == (
+        "holding 2 replicas: Prometheus at http://p did not answer")

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
-from llm_operator import handlers, kube
+from llm_operator import kube
+from llm_operator.controller import reconcile as controller
+from llm_operator.controller import registry
+from llm_operator.controller.state import States
 from unit.factories import UID, manifest
 
 TOKEN = {"model": {"tokenSecretRef": {"name": "hf-token", "key": "token"}}}
@@ -43,15 +46,14 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
     monkeypatch.setattr(kube, "apply", lambda obj: obj)
     monkeypatch.setattr(kube, "get", lambda *args: None)
     monkeypatch.setattr(kube, "list_objects", lambda *args: [])
-    for state in ("_last_warning", "_last_status", "_last_applied"):
-        monkeypatch.setattr(handlers, state, {})
+    monkeypatch.setattr(registry, "states", States())
     return fake
 
 
 def reconcile(patch: dict[str, Any]) -> None:
     body = manifest("vllm", patch)
     body["metadata"].update(uid=UID, generation=1)
-    handlers.reconcile(body, logging.getLogger("test"))
+    controller.reconcile(body, logging.getLogger("test"))
 
 
 def condition(fake: FakeKube, type_: str) -> dict[str, Any]:

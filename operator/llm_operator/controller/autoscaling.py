@@ -1,0 +1,117 @@
+"""The autoscaling tick of one LLMService: sample Prometheus, ask the pure policy (autoscale/policy.py),
+record its decision in status.desiredReplicas (the only writer), and reconcile lazily."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections import deque
+from dataclasses import replace
+
+from llm_operator import kube
+from llm_operator.api.models import LLMService
+from llm_operator.autoscale.config import policy_config
+from llm_operator.autoscale.policy import ScalerState, decide, history_length, scaling_condition
+from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
+from llm_operator.controller import registry
+from llm_operator.controller.reconcile import reconcile
+from llm_operator.controller.settings import autoscale_interval, operator_defaults, prometheus_url
+from llm_operator.controller.state import ServiceState
+from llm_operator.controller.status import now
+from llm_operator.plan import make_plan
+from llm_operator.resources.common import ROUTER_COMPONENT, selector_string
+from llm_operator.router.config import router_metrics_enabled
+from llm_operator.status import pod_ready
+
+_log = logging.getLogger("llm_operator")
+
+
+def autoscaling_enabled(body: dict) -> bool:
+    return bool((body.get("spec", {}).get("autoscaling") or {}).get("enabled"))
+
+
+def _engine_pods(namespace: str, service: LLMService) -> tuple[list[str], int]:
+    """(names of ready engine Pods, count of live Pods still starting)."""
+    pods = kube.list_objects("v1", "Pod", namespace, selector_string(service))
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    ready = [p["metadata"]["name"] for p in live if pod_ready(p)]
+    return ready, len(live) - len(ready)
+
+
+def _router_pods(namespace: str, service: LLMService) -> list[str]:
+    pods = kube.list_objects("v1", "Pod", namespace, selector_string(service, ROUTER_COMPONENT))
+    return [p["metadata"]["name"] for p in pods if pod_ready(p)]
+
+
+def autoscale(fresh: dict) -> None:
+    """Sample the engine's metrics, ask the pure policy, apply its answer."""
+    logger = _log
+    namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
+    state = registry.states.of(fresh["metadata"]["uid"])
+    plan = make_plan(fresh, None, defaults=operator_defaults())
+    if plan.service is None or not plan.deploy:
+        return
+    service = plan.service
+    deployment = kube.get("apps/v1", "Deployment", namespace, name)
+    if deployment is None:
+        return
+    current = deployment["spec"].get("replicas", 0)
+    ready, starting = _engine_pods(namespace, service)
+    config = policy_config(service.spec)
+    needed = history_length(config, autoscale_interval())
+    if state.history.maxlen != needed:
+        state.history = deque(state.history, maxlen=needed)
+    history = state.history
+    try:
+        metrics = service.spec.router.enabled and router_metrics_enabled(service)
+        router_pods = _router_pods(namespace, service) if metrics else []
+        history.append(PrometheusMetrics(prometheus_url()).sample(
+            service.spec.engine, namespace, ready, starting, router_pods,
+            parallel_slots=service.spec.serving.max_concurrent_requests or 1,
+        ))
+        unavailable = None
+    except MetricsUnavailable as error:
+        unavailable = str(error)
+    status = fresh.get("status") or {}
+    scaler = state.scaler or ScalerState(replicas=current, last_scale_time=_parse_time(status.get("lastScaleTime")))
+    decision = decide(list(history), replace(scaler, replicas=current), config, time.time())
+    state.scaler = decision.state
+    state.scaling = scaling_condition(current, decision, unavailable)
+    if unavailable:
+        pass  # no decision to record: it holds what the Deployment has
+    elif decision.desired_replicas != current:
+        _scale(fresh, state, current, decision.desired_replicas, decision.reason, logger)
+    else:
+        _record(fresh, state, decision.desired_replicas)
+    # Lazy: a tick that changed nothing applies nothing (the plan's digest holds the replica count).
+    reconcile(fresh, logger, lazy=True)
+
+
+def _record(body: dict, state: ServiceState, desired: int) -> None:
+    """A decision to keep the count: written to status.desiredReplicas the first time (a new object, an
+    operator restart), not on every tick."""
+    state.replicas = desired
+    if (body.get("status") or {}).get("desiredReplicas") != desired:
+        kube.patch_llmservice_status(body["metadata"]["namespace"], body["metadata"]["name"],
+                                     {"desiredReplicas": desired})
+        body.setdefault("status", {})["desiredReplicas"] = desired
+
+
+def _scale(body: dict, state: ServiceState, current: int, desired: int, reason: str, logger: logging.Logger) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    state.replicas = desired
+    stamp = now()
+    kube.patch_llmservice_status(namespace, name, {
+        "desiredReplicas": desired, "lastScaleTime": stamp, "scaleReason": reason,
+    })
+    body.setdefault("status", {}).update(desiredReplicas=desired, lastScaleTime=stamp, scaleReason=reason)
+    message = f"scaled from {current} to {desired} replicas: {reason}"
+    kube.post_event(body, "Normal", "Scaled", message)
+    logger.info(message)
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC).timestamp()

@@ -1,0 +1,161 @@
+"""Reconcile one LLMService: read what the plan needs, build it (plan.py), apply it with server-side
+apply when it changed, then write status (controller/status.py)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import kopf
+from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
+
+from llm_operator import GROUP, VERSION, kube
+from llm_operator.api.models import LLMService
+from llm_operator.controller import registry
+from llm_operator.controller.settings import FULL_APPLY_SECONDS, operator_defaults
+from llm_operator.controller.state import AppliedPlan, ServiceState
+from llm_operator.controller.status import (
+    changed,
+    engine_secrets_missing,
+    observe,
+    router_condition,
+    warn_missing_secrets,
+    warn_once,
+)
+from llm_operator.plan import Plan, make_plan
+from llm_operator.resources.pvc import pvc_change
+from llm_operator.resources.router import build_router_secret, generate_master_key, master_key_secret_name
+from llm_operator.status import compute_status
+
+
+def _router_inputs(body: dict) -> tuple[dict[str, LLMService], set[str]]:
+    """The fallback LLMServices that exist, and which referenced Secrets exist (names only)."""
+    namespace = body["metadata"]["namespace"]
+    router = body.get("spec", {}).get("router") or {}
+    services: dict[str, LLMService] = {}
+    secret_names = {ref["name"] for ref in [router.get("masterKeySecretRef")] if ref}
+    for fallback in router.get("fallbacks") or []:
+        if fallback.get("llmService"):
+            other = kube.get_llmservice(namespace, fallback["llmService"])
+            if other is not None:
+                parsed = make_plan(other, None).service
+                if parsed is not None:
+                    services[fallback["llmService"]] = parsed
+        if fallback.get("apiKeySecretRef"):
+            secret_names.add(fallback["apiKeySecretRef"]["name"])
+    existing = {name for name in secret_names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
+    return services, existing
+
+
+def _ensure_master_key(service: LLMService, uid: str) -> None:
+    """Generated once; never rewritten, so clients' keys keep working across reconciles."""
+    name = master_key_secret_name(service)
+    if service.spec.router.master_key_secret_ref is None and not kube.exists_metadata_only(
+        "v1", "Secret", service.metadata.namespace or "", name
+    ):
+        secret = build_router_secret(service, uid, generate_master_key())
+        if secret is not None:
+            kube.create_if_absent(secret)
+
+
+def _apply_plan(plan: Plan, namespace: str) -> None:
+    for manifest in plan.objects:
+        if manifest["kind"] == "PersistentVolumeClaim":
+            existing = kube.get("v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"])
+            manifest = pvc_change(existing, manifest)
+        kube.apply(manifest)
+
+
+def _unchanged_since_last_apply(state: ServiceState, plan: Plan) -> bool:
+    last = state.last_applied
+    return last is not None and last.digest == plan.digest and time.monotonic() - last.at < FULL_APPLY_SECONDS
+
+
+def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True, lazy: bool = False) -> None:
+    """Apply the plan (unless `apply` is False: a status refresh) and write status.
+    `lazy` (the resync): skip the apply when the plan is the one applied last, recently."""
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    state = registry.states.of(uid)
+    with state.lock:
+        fallbacks, secrets = _router_inputs(body)
+        plan = make_plan(
+            body, uid, _autoscaled_replicas(body, state), fallbacks, secrets, defaults=operator_defaults()
+        )
+        if plan.problems:
+            warn_once(body, state, "spec", "InvalidSpec", "; ".join(plan.problems))
+        elif plan.fit is not None and not plan.deploy:
+            warn_once(body, state, "spec", "ModelDoesNotFit", plan.fit.message)
+        elif apply and not (lazy and _unchanged_since_last_apply(state, plan)):
+            state.warnings.pop("spec", None)
+            if plan.service is not None and plan.service.spec.router.enabled:
+                _ensure_master_key(plan.service, uid)
+            _apply_plan(plan, namespace)
+            state.last_applied = AppliedPlan(plan.digest, time.monotonic(), plan.objects)
+        router = router_condition(plan, namespace, fallbacks, secrets)
+        missing_secrets = engine_secrets_missing(plan, namespace)
+        warn_missing_secrets(body, state, missing_secrets)
+        status = compute_status(observe(plan, body, namespace, name, router, missing_secrets, state.scaling))
+        # Compare with what this process wrote last, not with a body that may be a few events old.
+        if changed(state.last_status or body.get("status") or {}, status):
+            kube.patch_llmservice_status(namespace, name, status)
+            state.last_status = status
+            logger.debug(f"status: {status['phase']}")
+
+
+def _autoscaled_replicas(body: dict, state: ServiceState) -> int | None:
+    """The autoscaler's count for this object (this uid): what it decided in this process, else what
+    its status recorded (an operator restart); None with autoscaling off."""
+    if not (body.get("spec", {}).get("autoscaling") or {}).get("enabled"):
+        state.stop_autoscaling()
+        return None
+    if state.replicas is not None:
+        return state.replicas
+    return (body.get("status") or {}).get("desiredReplicas")
+
+
+def reconcile_quietly(
+    body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True, lazy: bool = False
+) -> None:
+    """For event-driven reconciles: an owner or namespace on its way out is not an error."""
+    try:
+        reconcile(body, logger, apply=apply, lazy=lazy)
+    except (NotFoundError, ForbiddenError) as error:
+        if isinstance(error, ForbiddenError) and "NamespaceTerminating" not in str(error.body):
+            raise
+        logger.debug(f"skipped: {error.summary()}")
+
+
+def owner(body: kopf.Body) -> dict | None:
+    """The live LLMService that controls this child, unless it is gone or being deleted:
+    children removed by garbage collection (or a terminating namespace) must stay removed."""
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
+            namespace = body["metadata"]["namespace"]
+            # The watch's latest body when it has one: child events are frequent, reads are not free.
+            owner = registry.known.get((namespace, ref["name"])) or kube.get_llmservice(namespace, ref["name"])
+            if owner and owner["metadata"]["uid"] == ref["uid"] and not owner["metadata"].get("deletionTimestamp"):
+                return owner
+    return None
+
+
+def still_as_applied(owner: dict, child: dict) -> bool:
+    """Whether the child still holds every field we applied last: then the change was someone else's
+    field (a controller's status, an HPA's metrics), and no drift to repair."""
+    state = registry.states.get(owner["metadata"]["uid"])
+    applied = state.last_applied if state else None
+    for desired in applied.objects if applied else []:
+        if desired["kind"] == child.get("kind") and desired["metadata"]["name"] == child["metadata"]["name"]:
+            return kube.contains(child, desired)
+    return False
+
+
+def fallback_users(namespace: str, name: str) -> list[dict]:
+    """The known LLMServices of `namespace` whose router falls back to LLMService `name`: they pick
+    it up (or drop it) at once instead of at the next resync."""
+    return [
+        body for (ns, _), body in list(registry.known.items())
+        if ns == namespace and not body["metadata"].get("deletionTimestamp")
+        and any(f.get("llmService") == name
+                for f in ((body.get("spec") or {}).get("router") or {}).get("fallbacks") or [])
+    ]
