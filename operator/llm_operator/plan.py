@@ -70,6 +70,24 @@ def endpoint(service: LLMService) -> str:
     return f"{engine_url(service)}/v1"
 
 
+def parse(body: dict[str, Any]) -> tuple[LLMService | None, list[str]]:
+    """The LLMService model of `body` (as the apiserver returns it; status is ignored), or None and what
+    is wrong with it, each problem naming its field."""
+    manifest = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
+    manifest["metadata"] = {
+        key: body.get("metadata", {}).get(key)
+        for key in ("name", "namespace", "labels", "annotations")
+        if body.get("metadata", {}).get(key) is not None
+    }
+    problems = [f"{p.field}: {p.message}" for p in validate_documents([manifest])]
+    if problems:
+        return None, problems
+    try:
+        return LLMService.model_validate(manifest), []
+    except ValidationError as error:  # validate_documents reports these; belt and braces
+        return None, [str(error)]
+
+
 def make_plan(
     body: dict[str, Any],
     uid: str | None,
@@ -81,20 +99,10 @@ def make_plan(
     """`body` is the LLMService as the apiserver returns it (status is ignored). `fallback_services`
     and `existing_secrets` are what the router's fallbacks can use (see resources.router); `defaults`
     are the operator-wide images and pull secrets (see llm_operator.defaults)."""
-    manifest = {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
-    manifest["metadata"] = {
-        key: body.get("metadata", {}).get(key)
-        for key in ("name", "namespace", "labels", "annotations")
-        if body.get("metadata", {}).get(key) is not None
-    }
-    problems = [f"{p.field}: {p.message}" for p in validate_documents([manifest])]
-    if problems:
+    parsed, problems = parse(body)
+    if parsed is None:
         return Plan(service=None, problems=problems)
-    try:
-        service = LLMService.model_validate(manifest)
-    except ValidationError as error:  # validate_documents reports these; belt and braces
-        return Plan(service=None, problems=[str(error)])
-    service = apply_defaults(service, defaults)
+    service = apply_defaults(parsed, defaults)
     problems = engine_problems(service)
     if problems:
         return Plan(service=None, problems=problems)

@@ -28,7 +28,8 @@ _log = logging.getLogger("llm_operator")
 
 
 def autoscaling_enabled(body: dict) -> bool:
-    return bool((body.get("spec", {}).get("autoscaling") or {}).get("enabled"))
+    service = registry.service_of(body)
+    return service is not None and service.spec.autoscaling.enabled
 
 
 def _engine_pods(namespace: str, service: LLMService) -> tuple[list[str], int]:

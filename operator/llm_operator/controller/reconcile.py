@@ -28,21 +28,21 @@ from llm_operator.resources.router import build_router_secret, generate_master_k
 from llm_operator.status import compute_status
 
 
-def _router_inputs(body: dict) -> tuple[dict[str, LLMService], set[str]]:
+def _router_inputs(service: LLMService | None, namespace: str) -> tuple[dict[str, LLMService], set[str]]:
     """The fallback LLMServices that exist, and which referenced Secrets exist (names only)."""
-    namespace = body["metadata"]["namespace"]
-    router = body.get("spec", {}).get("router") or {}
+    if service is None:
+        return {}, set()
+    router = service.spec.router
     services: dict[str, LLMService] = {}
-    secret_names = {ref["name"] for ref in [router.get("masterKeySecretRef")] if ref}
-    for fallback in router.get("fallbacks") or []:
-        if fallback.get("llmService"):
-            other = kube.get_llmservice(namespace, fallback["llmService"])
-            if other is not None:
-                parsed = make_plan(other, None).service
-                if parsed is not None:
-                    services[fallback["llmService"]] = parsed
-        if fallback.get("apiKeySecretRef"):
-            secret_names.add(fallback["apiKeySecretRef"]["name"])
+    secret_names = {ref.name for ref in [router.master_key_secret_ref] if ref}
+    for fallback in router.fallbacks:
+        if fallback.llm_service:
+            other = kube.get_llmservice(namespace, fallback.llm_service)
+            parsed = registry.service_of(other) if other is not None else None
+            if parsed is not None:
+                services[fallback.llm_service] = parsed
+        if fallback.api_key_secret_ref:
+            secret_names.add(fallback.api_key_secret_ref.name)
     existing = {name for name in secret_names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
     return services, existing
 
@@ -78,7 +78,7 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     state = registry.states.of(uid)
     with state.lock:
-        fallbacks, secrets = _router_inputs(body)
+        fallbacks, secrets = _router_inputs(registry.service_of(body), namespace)
         plan = make_plan(
             body, uid, _autoscaled_replicas(body, state), fallbacks, secrets, defaults=operator_defaults()
         )
@@ -106,7 +106,8 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
 def _autoscaled_replicas(body: dict, state: ServiceState) -> int | None:
     """The autoscaler's count for this object (this uid): what it decided in this process, else what
     its status recorded (an operator restart); None with autoscaling off."""
-    if not (body.get("spec", {}).get("autoscaling") or {}).get("enabled"):
+    service = registry.service_of(body)
+    if service is None or not service.spec.autoscaling.enabled:
         state.stop_autoscaling()
         return None
     if state.replicas is not None:
@@ -153,9 +154,11 @@ def still_as_applied(owner: dict, child: dict) -> bool:
 def fallback_users(namespace: str, name: str) -> list[dict]:
     """The known LLMServices of `namespace` whose router falls back to LLMService `name`: they pick
     it up (or drop it) at once instead of at the next resync."""
-    return [
-        body for (ns, _), body in list(registry.known.items())
-        if ns == namespace and not body["metadata"].get("deletionTimestamp")
-        and any(f.get("llmService") == name
-                for f in ((body.get("spec") or {}).get("router") or {}).get("fallbacks") or [])
-    ]
+    users = []
+    for (ns, _), body in list(registry.known.items()):
+        if ns != namespace or body["metadata"].get("deletionTimestamp"):
+            continue
+        service = registry.service_of(body)
+        if service is not None and any(f.llm_service == name for f in service.spec.router.fallbacks):
+            users.append(body)
+    return users

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from llm_operator.api.models import LLMService
 from llm_operator.controller.state import States
+from llm_operator.plan import parse
 
 # What is remembered per LLMService, by uid (controller/state.py).
 states = States()
 # The latest body of every LLMService by (namespace, name): the watch's view, for the loops, for
 # children's owner lookups and for Pod events (which name their LLMService by label).
 known: dict[tuple[str, str], dict] = {}
+
+
+def service_of(body: dict) -> LLMService | None:
+    """The spec of `body` as the pydantic model (the one way the controller reads a spec), parsed once per
+    uid and generation; None when the spec is invalid (reconcile reports why)."""
+    meta = body.get("metadata", {})
+    generation = meta.get("generation", 0)
+    state = states.of(meta.get("uid", ""))
+    if state.parsed is None or state.parsed[0] != generation:
+        state.parsed = (generation, parse(body)[0])
+    return state.parsed[1]

@@ -13,6 +13,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
+from llm_operator.api.models import LLMService
 from llm_operator.autoscale.policy import Sample, ScalerState
 
 Condition = tuple[str, str, str]  # (status, reason, message)
@@ -41,6 +42,8 @@ class ServiceState:
     scaling: Condition | None = None
     history: deque[Sample] = field(default_factory=deque)
     scaler: ScalerState | None = None
+    # The spec as the pydantic model, parsed once per generation: (generation, model or None if invalid).
+    parsed: tuple[int, LLMService | None] | None = None
 
     def warn_once(self, topic: str, message: str) -> bool:
         """Whether `message` is new for `topic` (then it is remembered, and the caller posts it)."""
