@@ -27,7 +27,7 @@ from typing import Any
 import kopf
 
 from llm_operator import GROUP, PLURAL, VERSION
-from llm_operator.controller import registry
+from llm_operator.controller import cache, registry
 from llm_operator.controller.autoscaling import autoscale, autoscaling_enabled
 from llm_operator.controller.loops import Loop
 from llm_operator.controller.reconcile import (
@@ -109,6 +109,8 @@ def _fresh(body: kopf.Body) -> dict:
 
 
 def _on_child_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    if body.get("kind") == "Deployment":
+        cache.watched.update(event.get("type"), event.get("object") or {})
     if event.get("type") not in ("DELETED", "MODIFIED"):
         return
     parent = owner(body)
@@ -130,9 +132,10 @@ for _group_version, _plural in (
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def on_pod_event(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+def on_pod_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Pods carry no owner reference to us (their ReplicaSet owns them); find the
     LLMService by the instance label and refresh its status."""
+    cache.watched.update(event.get("type"), event.get("object") or {})
     labels = body.get("metadata", {}).get("labels", {})
     parent = registry.known.get((body["metadata"]["namespace"], labels.get("app.kubernetes.io/instance")))
     if parent is not None and not parent["metadata"].get("deletionTimestamp"):

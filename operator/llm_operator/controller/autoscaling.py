@@ -14,13 +14,14 @@ from llm_operator.api.models import LLMService
 from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import ScalerState, decide, history_length, scaling_condition
 from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
-from llm_operator.controller import registry
+from llm_operator.controller import cache, registry
 from llm_operator.controller.reconcile import reconcile
 from llm_operator.controller.settings import autoscale_interval, operator_defaults, prometheus_url
 from llm_operator.controller.state import ServiceState
 from llm_operator.controller.status import now
 from llm_operator.plan import make_plan
-from llm_operator.resources.common import ROUTER_COMPONENT, selector_string
+from llm_operator.resources.common import ROUTER_COMPONENT, selector_labels
+from llm_operator.resources.router import router_name
 from llm_operator.router.config import router_metrics_enabled
 from llm_operator.status import pod_ready
 
@@ -32,16 +33,17 @@ def autoscaling_enabled(body: dict) -> bool:
     return service is not None and service.spec.autoscaling.enabled
 
 
-def _engine_pods(namespace: str, service: LLMService) -> tuple[list[str], int]:
+def _engine_pods(namespace: str, service: LLMService, deployment: dict) -> tuple[list[str], int]:
     """(names of ready engine Pods, count of live Pods still starting)."""
-    pods = kube.list_objects("v1", "Pod", namespace, selector_string(service))
+    pods = cache.pods(namespace, selector_labels(service), deployment)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     ready = [p["metadata"]["name"] for p in live if pod_ready(p)]
     return ready, len(live) - len(ready)
 
 
 def _router_pods(namespace: str, service: LLMService) -> list[str]:
-    pods = kube.list_objects("v1", "Pod", namespace, selector_string(service, ROUTER_COMPONENT))
+    router = cache.deployment(namespace, router_name(service))
+    pods = cache.pods(namespace, selector_labels(service, ROUTER_COMPONENT), router)
     return [p["metadata"]["name"] for p in pods if pod_ready(p)]
 
 
@@ -54,11 +56,11 @@ def autoscale(fresh: dict) -> None:
     if plan.service is None or not plan.deploy:
         return
     service = plan.service
-    deployment = kube.get("apps/v1", "Deployment", namespace, name)
+    deployment = cache.deployment(namespace, name)
     if deployment is None:
         return
     current = deployment["spec"].get("replicas", 0)
-    ready, starting = _engine_pods(namespace, service)
+    ready, starting = _engine_pods(namespace, service, deployment)
     config = policy_config(service.spec)
     needed = history_length(config, autoscale_interval())
     if state.history.maxlen != needed:

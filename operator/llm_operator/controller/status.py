@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime
 
 from llm_operator import kube
+from llm_operator.controller import cache
 from llm_operator.controller.state import ServiceState
 from llm_operator.plan import Plan, endpoint
 from llm_operator.references import engine_secret_references, missing_engine_secrets
-from llm_operator.resources.common import selector_string
+from llm_operator.resources.common import selector_labels, selector_string
 from llm_operator.resources.router import missing_references, router_name, router_status
 from llm_operator.status import Observed
 
@@ -52,7 +53,7 @@ def router_condition(plan: Plan, namespace: str, fallbacks: dict, secrets: set[s
     if service is None or not service.spec.router.enabled:
         return None
     missing = missing_references(service, fallbacks, secrets)
-    deployment = kube.get("apps/v1", "Deployment", namespace, router_name(service)) if plan.deploy else None
+    deployment = cache.deployment(namespace, router_name(service)) if plan.deploy else None
     if deployment is None:
         return router_status(missing)
     ready = (deployment.get("status") or {}).get("readyReplicas") or 0
@@ -64,12 +65,12 @@ def observe(
     missing_secrets: list[str] | None = None, scaling: tuple[str, str, str] | None = None,
 ) -> Observed:
     spec = plan.service.spec if plan.service else None
-    deployment = kube.get("apps/v1", "Deployment", namespace, name) if spec else None
+    deployment = cache.deployment(namespace, name) if spec else None
     desired = (deployment or {}).get("spec", {}).get("replicas")
     if desired is None:
         desired = spec.replicas if spec else 0
     selector = selector_string(plan.service) if plan.service else ""
-    pods = kube.list_objects("v1", "Pod", namespace, selector) if selector else []
+    pods = cache.pods(namespace, selector_labels(plan.service), deployment) if plan.service else []
     return Observed(
         generation=body.get("metadata", {}).get("generation", 0),
         desired_replicas=desired,
