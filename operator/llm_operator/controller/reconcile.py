@@ -66,14 +66,22 @@ def _apply_plan(plan: Plan, namespace: str) -> None:
         kube.apply(manifest)
 
 
-def _unchanged_since_last_apply(state: ServiceState, plan: Plan) -> bool:
+def _should_apply(state: ServiceState, plan: Plan, apply: bool, lazy: bool) -> bool:
+    """Always for a change of the LLMService (apply, not lazy); for the resync (lazy) when the plan differs
+    from the one applied last or that was FULL_APPLY_SECONDS ago; for a status refresh (apply False) when
+    the plan differs: status must never report what is not applied yet (a fallback that appeared is in
+    RouterReady only once the router's config holds it)."""
     last = state.last_applied
-    return last is not None and last.digest == plan.digest and time.monotonic() - last.at < FULL_APPLY_SECONDS
+    changed = last is None or last.digest != plan.digest
+    if not apply:
+        return changed
+    return not lazy or changed or time.monotonic() - last.at >= FULL_APPLY_SECONDS
 
 
 def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = True, lazy: bool = False) -> None:
-    """Apply the plan (unless `apply` is False: a status refresh) and write status.
-    `lazy` (the resync): skip the apply when the plan is the one applied last, recently."""
+    """Apply the plan when it is due (see _should_apply) and write status. `apply` False: a status refresh
+    (it still applies a plan that changed); `lazy` (the resync): skip the apply of the plan applied last,
+    recently."""
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     state = registry.states.of(uid)
@@ -86,7 +94,7 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
             warn_once(body, state, "spec", "InvalidSpec", "; ".join(plan.problems))
         elif plan.fit is not None and not plan.deploy:
             warn_once(body, state, "spec", "ModelDoesNotFit", plan.fit.message)
-        elif apply and not (lazy and _unchanged_since_last_apply(state, plan)):
+        elif _should_apply(state, plan, apply, lazy):
             state.warnings.pop("spec", None)
             if plan.service is not None and plan.service.spec.router.enabled:
                 _ensure_master_key(plan.service, uid)

@@ -68,3 +68,16 @@ def test_a_lazy_reconcile_with_nothing_changed_applies_nothing(applied: list[dic
     autoscaling._scale(body, registry.states.of("uid"), 1, 2, "queue", LOG)
     reconcile.reconcile(body, LOG, lazy=True)
     assert engine_replicas(applied) == 2
+
+
+def test_a_status_refresh_applies_a_plan_that_changed_before_reporting_it(applied: list[dict[str, Any]]) -> None:
+    """A child's event (apply=False) that finds the plan changed (here: a new replica count) applies it
+    first, so status never reports what is not applied yet."""
+    body = llmservice("uid")
+    reconcile.reconcile(body, LOG)
+    applied.clear()
+    reconcile.reconcile(body, LOG, apply=False)
+    assert applied == []  # nothing new: a pure status refresh
+    registry.states.of("uid").replicas = 3
+    reconcile.reconcile(body, LOG, apply=False)
+    assert engine_replicas(applied) == 3
