@@ -1,6 +1,6 @@
 """How the operator behaves with many LLMServices, against the real local control plane.
 
-    python -m bench.operator_scale [--counts 10,50] [--steady-seconds 60] [--md FILE] [--json FILE]
+    python -m bench.operator_scale [--counts 10,50] [--steady-seconds 60] [--autoscaling] [--md FILE] [--json FILE]
 
 For each count N: starts `llm-operator run` for one fresh namespace, applies N small CPU vLLM LLMServices at
 once, and measures the time until each is Ready (kwok marks the Pods Running; the operator builds and applies
@@ -11,6 +11,10 @@ request rate is read from the apiserver's own `apiserver_request_total` (every v
 the operator running minus the rate of the same cluster with the operator stopped (kwok heartbeats and the
 controllers). Uses the cluster `hack/cluster.sh` manages (started when it is not running) and leaves it as it
 found it.
+
+With --autoscaling every LLMService is autoscaled (1..3 replicas) and the operator reads a real Prometheus
+(Debian's `prometheus` on loopback, answering every query, with no targets: the policy holds), so the
+autoscaling loop's cost at rest is in the numbers too.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ REQUEST_LINE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<va
 
 @dataclass
 class Row:
+    mode: str  # "plain" or "autoscaling"
     llmservices: int
     all_ready_s: float
     ready_p50_s: float
@@ -106,22 +111,45 @@ def bench_node(name: str) -> dict:
     }
 
 
-def llmservice(name: str) -> dict:
-    return {
-        "apiVersion": "serving.llm-operator.io/v1alpha1", "kind": "LLMService",
-        "metadata": {"name": name},
-        "spec": {"engine": "vllm", "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "parameters": "0.5B"},
-                 "resources": {"gpus": 0}},
-    }
+def llmservice(name: str, autoscaling: bool = False) -> dict:
+    spec: dict = {"engine": "vllm", "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct", "parameters": "0.5B"},
+                  "resources": {"gpus": 0}}
+    if autoscaling:
+        spec["autoscaling"] = {"enabled": True, "minReplicas": 1, "maxReplicas": 3}
+    return {"apiVersion": "serving.llm-operator.io/v1alpha1", "kind": "LLMService", "metadata": {"name": name},
+            "spec": spec}
+
+
+class Prometheus:
+    """A real Prometheus on loopback with nothing to scrape: every query answers, with no series."""
+
+    def __init__(self, work: Path, port: int = 19391) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        config = work / "prometheus.yml"
+        config.write_text("global: {scrape_interval: 15s}\nscrape_configs: []\n")
+        self.process = subprocess.Popen(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={work / 'prometheus'}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(120):
+            if subprocess.run(["curl", "-sf", f"{self.url}/-/ready"], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("Prometheus did not become ready")
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(30)
 
 
 class Operator:
-    def __init__(self, cluster: Cluster, namespace: str, log: Path) -> None:
+    def __init__(self, cluster: Cluster, namespace: str, log: Path, prometheus_url: str | None = None) -> None:
         executable = Path(sys.executable).with_name("llm-operator")
+        extra = ["--prometheus-url", prometheus_url] if prometheus_url else []
         with log.open("ab") as out:
             self.process = subprocess.Popen(
                 [str(executable), "run", "--namespace", namespace, "--kubeconfig", cluster.kubeconfig,
-                 "--log-level", "warning"],
+                 "--log-level", "warning", *extra],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )
 
@@ -169,13 +197,17 @@ def request_rates(cluster: Cluster, seconds: float) -> dict[str, float]:
     return {verb: (after[verb] - before[verb]) / elapsed for verb in after}
 
 
-def measure(cluster: Cluster, count: int, steady_s: float, work: Path) -> Row:
+def measure(
+    cluster: Cluster, count: int, steady_s: float, work: Path, prometheus_url: str | None = None
+) -> Row:
     namespace = f"scale-{uuid.uuid4().hex[:6]}"
     cluster.kubectl("create", "namespace", namespace)
-    operator = Operator(cluster, namespace, work / f"operator-{count}.log")
+    operator = Operator(cluster, namespace, work / f"operator-{count}.log", prometheus_url)
+    autoscaling = prometheus_url is not None
     try:
         time.sleep(5)  # kopf's startup: the watch streams are open before the burst
-        manifests = "---\n".join(yaml.safe_dump(llmservice(f"svc-{i:03d}")) for i in range(count))
+        manifests = "---\n".join(
+            yaml.safe_dump(llmservice(f"svc-{i:03d}", autoscaling)) for i in range(count))
         started = time.monotonic()
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifests)
         times = ready_times(cluster, namespace, count, started, timeout=120 + 3 * count)
@@ -191,16 +223,18 @@ def measure(cluster: Cluster, count: int, steady_s: float, work: Path) -> Row:
     by_verb = {verb: round(max(0.0, rate - without_operator.get(verb, 0.0)), 2) for verb, rate in with_operator.items()}
     operator_rate = sum(by_verb.values())
     p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-    return Row(count, times[-1], statistics.median(times), p95, cpu_percent, rss, operator_rate,
+    mode = "autoscaling" if autoscaling else "plain"
+    return Row(mode, count, times[-1], statistics.median(times), p95, cpu_percent, rss, operator_rate,
                60 * operator_rate / count, {verb: rate for verb, rate in by_verb.items() if rate})
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| LLMServices | all Ready s | Ready p50 s | Ready p95 s | operator CPU % at rest | operator RSS MiB "
-             "| API requests/s at rest | per LLMService per min |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| mode | LLMServices | all Ready s | Ready p50 s | Ready p95 s | operator CPU % at rest "
+             "| operator RSS MiB | API requests/s at rest | per LLMService per min |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r.llmservices} | {r.all_ready_s:.1f} | {r.ready_p50_s:.1f} | {r.ready_p95_s:.1f} | "
+        lines.append(f"| {r.mode} | {r.llmservices} | {r.all_ready_s:.1f} | {r.ready_p50_s:.1f} | "
+                     f"{r.ready_p95_s:.1f} | "
                      f"{r.operator_cpu_percent:.1f} | {r.operator_rss_mib:.0f} | {r.api_requests_per_s:.1f} | "
                      f"{r.api_requests_per_llmservice_per_min:.1f} |")
     return "\n".join(lines)
@@ -210,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", default="10,50", help="LLMServices per round, comma-separated")
     parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--autoscaling", action="store_true",
+                        help="every LLMService autoscaled, the operator reading a local Prometheus")
     parser.add_argument("--md", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -222,9 +258,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     try:
         with tempfile.TemporaryDirectory(prefix="operator-scale-") as work:
-            for count in (int(c) for c in args.counts.split(",") if c):
-                rows.append(measure(cluster, count, args.steady_seconds, Path(work)))
-                print(table(rows[-1:]).splitlines()[-1], rows[-1].api_requests_per_s_by_verb, flush=True)
+            prometheus = Prometheus(Path(work)) if args.autoscaling else None
+            try:
+                for count in (int(c) for c in args.counts.split(",") if c):
+                    rows.append(measure(cluster, count, args.steady_seconds, Path(work),
+                                        prometheus.url if prometheus else None))
+                    print(table(rows[-1:]).splitlines()[-1], rows[-1].api_requests_per_s_by_verb, flush=True)
+            finally:
+                if prometheus:
+                    prometheus.stop()
     finally:
         cluster.kubectl("delete", "node", *BENCH_NODES, "--wait=false")
         cluster.stop()

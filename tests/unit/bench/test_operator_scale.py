@@ -20,10 +20,15 @@ def test_the_benchmarks_llmservice_is_valid() -> None:
     assert service.spec.resources.gpus == 0
 
 
+def test_the_autoscaling_mode_autoscales_every_llmservice() -> None:
+    body = {**llmservice("svc-001", autoscaling=True), "metadata": {"name": "svc-001", "namespace": "x"}}
+    assert LLMService.model_validate(body).spec.autoscaling.enabled
+
+
 def test_requests_are_counted_by_verb_without_watches() -> None:
     assert requests_by_verb(METRICS) == {"APPLY": 37.0, "LIST": 3.0}
 
 
 def test_table_has_one_row_per_round() -> None:
-    rows = [Row(10, 12.5, 6.0, 11.0, 3.2, 80.0, 4.5, 27.0, {"APPLY": 3.0})]
-    assert table(rows).splitlines()[-1] == "| 10 | 12.5 | 6.0 | 11.0 | 3.2 | 80 | 4.5 | 27.0 |"
+    rows = [Row("plain", 10, 12.5, 6.0, 11.0, 3.2, 80.0, 4.5, 27.0, {"APPLY": 3.0})]
+    assert table(rows).splitlines()[-1] == "| plain | 10 | 12.5 | 6.0 | 11.0 | 3.2 | 80 | 4.5 | 27.0 |"
