@@ -11,9 +11,10 @@ status. Nothing here decides.
 - events of the children (Deployments, Services, PVCs, ConfigMaps, HPAs with our labels) reconcile
   their owner at once, so a child deleted or edited by hand is restored within seconds;
   Pod events refresh status.
-- Secrets are not watched (that would take list and watch on Secrets): the engine's referenced
-  Secrets are checked by name on every reconcile, so one created later clears SecretNotFound at
-  the next resync.
+- Secrets are not watched (that would take list and watch on Secrets): referenced Secrets are
+  checked by name, metadata only; a missing one at every reconcile, so one created later clears
+  SecretNotFound at the next resync, and one found again after 5 minutes (controller/cache.py).
+- Deployments and Pods are read from these watches, not from the apiserver (controller/cache.py).
 - an autoscaling loop samples Prometheus and applies the pure policy's decision.
 - no deletion handler and no finalizer: children carry owner references and the garbage
   collector removes them, so deletion never hangs while the operator is down.

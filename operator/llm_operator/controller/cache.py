@@ -10,6 +10,7 @@ cache has not seen, or the Pods of a Deployment that says it has some while the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -64,3 +65,22 @@ def pods(namespace: str, labels: Mapping[str, str], owner: dict[str, Any] | None
         selector = ",".join(f"{key}={value}" for key, value in labels.items())
         return kube.list_objects("v1", "Pod", namespace, selector)
     return found
+
+
+# Secrets are not watched (a watch would deliver their values); whether one exists is asked by name,
+# metadata only. A Secret found is believed for SECRET_FOUND_TTL_S; a missing one is asked again at every
+# reconcile, so one created later is noticed at the next resync.
+SECRET_FOUND_TTL_S = 300.0
+_secrets_found: dict[tuple[str, str], float] = {}
+
+
+def secret_exists(namespace: str, name: str) -> bool:
+    key = (namespace, name)
+    found_at = _secrets_found.get(key)
+    if found_at is not None and time.monotonic() - found_at < SECRET_FOUND_TTL_S:
+        return True
+    if kube.exists_metadata_only("v1", "Secret", namespace, name):
+        _secrets_found[key] = time.monotonic()
+        return True
+    _secrets_found.pop(key, None)
+    return False

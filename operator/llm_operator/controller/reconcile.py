@@ -11,7 +11,7 @@ from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from llm_operator import GROUP, VERSION, kube
 from llm_operator.api.models import LLMService
-from llm_operator.controller import registry
+from llm_operator.controller import cache, registry
 from llm_operator.controller.settings import FULL_APPLY_SECONDS, operator_defaults
 from llm_operator.controller.state import AppliedPlan, ServiceState
 from llm_operator.controller.status import (
@@ -43,7 +43,7 @@ def _router_inputs(service: LLMService | None, namespace: str) -> tuple[dict[str
                 services[fallback.llm_service] = parsed
         if fallback.api_key_secret_ref:
             secret_names.add(fallback.api_key_secret_ref.name)
-    existing = {name for name in secret_names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
+    existing = {name for name in secret_names if cache.secret_exists(namespace, name)}
     return services, existing
 
 

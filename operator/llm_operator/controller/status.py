@@ -44,7 +44,7 @@ def engine_secrets_missing(plan: Plan, namespace: str) -> list[str] | None:
     names = {ref.secret for ref in engine_secret_references(plan.service)}
     if not names:
         return None
-    existing = {name for name in names if kube.exists_metadata_only("v1", "Secret", namespace, name)}
+    existing = {name for name in names if cache.secret_exists(namespace, name)}
     return missing_engine_secrets(plan.service, existing)
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from llm_operator import kube
+from llm_operator.controller import cache, registry
 from llm_operator.controller import reconcile as controller
-from llm_operator.controller import registry
 from llm_operator.controller.state import States
 from unit.factories import UID, manifest
 
@@ -47,6 +47,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
     monkeypatch.setattr(kube, "get", lambda *args: None)
     monkeypatch.setattr(kube, "list_objects", lambda *args: [])
     monkeypatch.setattr(registry, "states", States())
+    monkeypatch.setattr(cache, "_secrets_found", {})
     return fake
 
 
@@ -60,7 +61,9 @@ def condition(fake: FakeKube, type_: str) -> dict[str, Any]:
     return next(c for c in fake.status["conditions"] if c["type"] == type_)
 
 
-def test_missing_token_secret_is_reported_once_and_clears_when_created(fake: FakeKube) -> None:
+def test_missing_token_secret_is_reported_once_and_clears_when_created(
+    fake: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reconcile(TOKEN)
     reconcile(TOKEN)  # a resync: no second Event
     (event,) = fake.events
@@ -76,7 +79,10 @@ def test_missing_token_secret_is_reported_once_and_clears_when_created(fake: Fak
         "True", "AllFound")
     assert condition(fake, "Ready")["reason"] != "SecretNotFound"
 
-    fake.secrets.discard("hf-token")  # deleted again: reported again
+    fake.secrets.discard("hf-token")  # deleted again: reported again once the found-TTL has passed
+    reconcile(TOKEN)
+    assert [e[1] for e in fake.events] == ["SecretNotFound"]  # still believed: no read for 5 minutes
+    monkeypatch.setattr(cache, "SECRET_FOUND_TTL_S", 0.0)
     reconcile(TOKEN)
     assert [e[1] for e in fake.events] == ["SecretNotFound", "SecretNotFound"]
 
