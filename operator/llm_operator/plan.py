@@ -17,10 +17,10 @@ from llm_operator.api.validation import validate_documents
 from llm_operator.defaults import NO_DEFAULTS, OperatorDefaults, apply_defaults
 from llm_operator.engines import engine_problems
 from llm_operator.fit import FitInput, FitResult, check_fit, ollama_tag_variant
+from llm_operator.naming import engine_url
 from llm_operator.resources import desired_objects
 from llm_operator.resources.common import SKIP_FIT_CHECK_ANNOTATION
 from llm_operator.resources.router import router_endpoint
-from llm_operator.resources.service import engine_url
 
 # Engines' own defaults for the share of GPU memory they use, when the spec sets none.
 DEFAULT_MEMORY_UTILIZATION = {"vllm": 0.9, "tgi": 0.9, "ollama": 0.9}

@@ -19,9 +19,9 @@ from llm_operator.controller.reconcile import reconcile
 from llm_operator.controller.settings import autoscale_interval, operator_defaults, prometheus_url
 from llm_operator.controller.state import ServiceState
 from llm_operator.controller.status import now
+from llm_operator.naming import router_name
 from llm_operator.plan import make_plan
 from llm_operator.resources.common import ROUTER_COMPONENT, selector_labels
-from llm_operator.resources.router import router_name
 from llm_operator.router.config import router_metrics_enabled
 from llm_operator.status import pod_ready
 

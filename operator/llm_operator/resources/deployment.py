@@ -9,6 +9,7 @@ from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import bounded
 from llm_operator.engines import EngineContainer, container_for
 from llm_operator.engines.base import MODEL_CACHE_VOLUME, SHM_VOLUME
+from llm_operator.naming import pvc_name
 from llm_operator.resources.common import (
     http_probe,
     image_pull_secrets,
@@ -95,10 +96,6 @@ def volumes(service: LLMService, engine: EngineContainer) -> tuple[list[dict], l
         pod_volumes.append({"name": SHM_VOLUME, "emptyDir": shm})
         mounts.append({"name": SHM_VOLUME, "mountPath": "/dev/shm"})
     return pod_volumes, mounts
-
-
-def pvc_name(service: LLMService) -> str:
-    return f"{service.metadata.name}-model-cache"
 
 
 def dedupe_env(env: list[dict[str, Any]]) -> list[dict[str, Any]]:

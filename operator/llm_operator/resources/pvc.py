@@ -11,8 +11,8 @@ from typing import Any
 
 from llm_operator.api.models import LLMService
 from llm_operator.api.quantity import quantity_bytes
+from llm_operator.naming import pvc_name
 from llm_operator.resources.common import metadata
-from llm_operator.resources.deployment import pvc_name
 
 
 def build_pvc(service: LLMService, uid: str | None) -> dict[str, Any] | None:

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from llm_operator.api.models import LLMService, SecretKeyRef
+from llm_operator.naming import master_key_secret_name, router_name
 from llm_operator.resources.common import (
     CONFIG_HASH_ANNOTATION,
     ROUTER_COMPONENT,
@@ -88,14 +89,6 @@ ROUTER_MEMORY_REQUEST = "768Mi"
 ROUTER_MEMORY_LIMIT = "2Gi"
 # HPA: scale up when the Pods average this share of their CPU request.
 ROUTER_CPU_TARGET_PERCENT = 70
-
-
-def router_name(service: LLMService) -> str:
-    return f"{service.metadata.name}-router"
-
-
-def master_key_secret_name(service: LLMService) -> str:
-    return f"{service.metadata.name}-router-key"
 
 
 def master_key_ref(service: LLMService) -> SecretKeyRef:

@@ -27,6 +27,3 @@ def build_service(service: LLMService, uid: str | None) -> dict[str, Any]:
     }
 
 
-def engine_url(service: LLMService) -> str:
-    port = SERVICE_PORTS[service.spec.engine]
-    return f"http://{service.metadata.name}.{service.metadata.namespace}.svc:{port}"

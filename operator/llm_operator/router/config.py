@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_operator.api.models import Fallback, LLMService, served_name
-from llm_operator.engines import SERVICE_PORTS
 from llm_operator.engines.ollama import model_tag
+from llm_operator.naming import engine_url
 
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
 # Local engines run without authentication; the OpenAI client still insists on some key.
@@ -54,10 +54,8 @@ def fallback_key_env(index: int) -> str:
 
 
 def engine_base_url(service: LLMService) -> str:
-    """The engine Service's OpenAI base URL (resources.service.engine_url + /v1; not imported from there,
-    because llm_operator.resources imports this module)."""
-    port = SERVICE_PORTS[service.spec.engine]
-    return f"http://{service.metadata.name}.{service.metadata.namespace}.svc:{port}/v1"
+    """The engine Service's OpenAI base URL."""
+    return f"{engine_url(service)}/v1"
 
 
 def upstream_model(service: LLMService) -> str:

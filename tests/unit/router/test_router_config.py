@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from llm_operator.resources.service import engine_url
+from llm_operator.naming import engine_url
 from llm_operator.router.config import (
     NO_API_KEY,
-    engine_base_url,
     litellm_config,
     missing_references,
 )
@@ -31,12 +30,6 @@ def test_local_engine_is_an_openai_deployment_under_the_served_name(engine: str)
     assert local["litellm_params"]["api_key"] == NO_API_KEY
     # Every request a new connection, so the engine Service spreads requests over all replicas.
     assert local["litellm_params"]["extra_headers"] == {"Connection": "close"}
-
-
-def test_engine_base_url_matches_the_engine_service() -> None:
-    for engine in ENGINES:
-        llm = make_service(engine, name="chat", namespace="team-a")
-        assert engine_base_url(llm) == f"{engine_url(llm)}/v1"
 
 
 @pytest.mark.parametrize(("engine", "patch", "upstream"), [
