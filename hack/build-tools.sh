@@ -13,20 +13,6 @@ export CGO_ENABLED=0 GOFLAGS="-trimpath"
 
 missing() { for b in "$@"; do [ -x "$TOOLS_BIN/$b" ] || return 0; done; return 1; }
 
-# Runs a long command and prints a heartbeat so a 20-minute build is visibly alive.
-with_heartbeat() {
-  local what=$1; shift
-  local t0=$SECONDS
-  "$@" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
-    kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - t0))s)"
-  done
-  wait "$pid"
-  log "  built $what in $((SECONDS - t0))s"
-}
-
 build_kubernetes() {
   local work="$TOOLS_DIR/src/kubernetes"
   mkdir -p "$work"

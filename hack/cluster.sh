@@ -51,8 +51,7 @@ componentsPatches:
     extraArgs:
       - {key: service-cluster-ip-range, value: "$SERVICE_CIDR"}
       # One instance each: nothing to elect. With leader election, a lease renewal that misses its
-      # deadline while engines load the 2 cores makes the component exit, and nothing restarts it
-      # (seen: the scheduler quit during the autoscaling e2e and new Pods stayed Pending).
+      # deadline while engines load the 2 cores makes the component exit, and nothing restarts it.
       - {key: leader-elect, value: "false"}
   - name: kube-scheduler
     extraArgs:

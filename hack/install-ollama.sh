@@ -73,20 +73,6 @@ if [ ! -f "$vendor/miniaudio/miniaudio.h" ]; then
   cp "$dl"/miniaudio-*/miniaudio/miniaudio.h "$vendor/miniaudio/miniaudio.h"
 fi
 
-# Runs a long command and prints a heartbeat so a long build is visibly alive (as build-tools.sh).
-with_heartbeat() {
-  local what=$1; shift
-  local t0=$SECONDS
-  "$@" &
-  local pid=$!
-  while kill -0 "$pid" 2>/dev/null; do
-    sleep 30
-    kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - t0))s)"
-  done
-  wait "$pid"
-  log "  built $what in $((SECONDS - t0))s"
-}
-
 log "ollama $OLLAMA_VERSION: go install (cgo, CPU only; 4-9 min cold on 2 cores)"
 # GOFLAGS replaces the caller's; -trimpath keeps local paths out of the binary. The -X flags set what
 # /api/version reports (else 0.0.0) and gin's release mode, as upstream's release scripts do.

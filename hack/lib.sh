@@ -12,3 +12,17 @@ CLUSTER_DIR="$LLMOP_CACHE/cluster"
 TOOL_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok kwokctl helm coredns metrics-server"
 export PATH="$TOOLS_BIN:$PATH"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# with_heartbeat WHAT CMD...: runs a long build, logging every 30 s that it is alive, then its time.
+with_heartbeat() {
+  local what=$1; shift
+  local t0=$SECONDS
+  "$@" &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30
+    kill -0 "$pid" 2>/dev/null && log "  still building $what ($((SECONDS - t0))s)"
+  done
+  wait "$pid"
+  log "  built $what in $((SECONDS - t0))s"
+}

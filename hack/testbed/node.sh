@@ -233,7 +233,7 @@ YAML
 # turns /run/netns into a shared bind mount of itself the first time it finds it is not one. If that
 # happens while Pods' namespaces are already mounted there (another tool's first use, or a restart),
 # those mounts end up under the new one, unreachable by path: removing them then fails with "unlinkat
-# /run/netns/cni-...: device or resource busy" and every Pod of the node stays Terminating (seen here).
+# /run/netns/cni-...: device or resource busy" and every Pod of the node stays Terminating.
 # Made once, before containerd starts, nothing remounts it later.
 node_netns_dir() {
   mkdir -p /run/netns

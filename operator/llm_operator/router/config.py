@@ -70,9 +70,8 @@ def upstream_model(service: LLMService) -> str:
 
 # One TCP connection per request to an in-cluster engine. The engine Service balances connections,
 # not requests, and the router's pool keeps its connections alive while traffic flows: without this,
-# a replica the autoscaler adds gets no traffic from a busy router (found on the real node: the second
-# vLLM Pod got no requests while the first had a queue). A connection costs well under a millisecond
-# in the cluster; a generation costs far more. External fallbacks keep their pooled TLS connections.
+# a replica the autoscaler adds gets no traffic from a busy router. A connection costs well under a
+# millisecond in the cluster; a generation costs far more. External fallbacks keep their pooled TLS connections.
 PER_REQUEST_CONNECTION = {"Connection": "close"}
 
 
