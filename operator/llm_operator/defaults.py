@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from llm_operator.api.models import DNS_SUBDOMAIN, IMAGE_REFERENCE, LLMService, LocalObjectReference
+from llm_operator.engines import ENGINES
 
-ENGINE_IMAGE_ENV = {"vllm": "LLMOP_VLLM_IMAGE", "tgi": "LLMOP_TGI_IMAGE", "ollama": "LLMOP_OLLAMA_IMAGE"}
+ENGINE_IMAGE_ENV = {engine: f"LLMOP_{engine.upper()}_IMAGE" for engine in ENGINES}
 ROUTER_IMAGE_ENV = "LLMOP_ROUTER_IMAGE"
 PULL_SECRETS_ENV = "LLMOP_IMAGE_PULL_SECRETS"
 # The flag that sets each value, for error messages.

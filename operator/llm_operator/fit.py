@@ -75,8 +75,8 @@ class FitInput:
     gpu_memory_bytes: int | None
     gpu_product: str | None
     memory_utilization: float
-    engine: str = ""
-    """vllm | tgi | ollama: suggestions only name quantization methods the engine accepts."""
+    methods: tuple[str, ...] = ("none", "awq", "gptq", "bitsandbytes", "fp8", "gguf")
+    """The quantization methods the engine accepts: suggestions name only these."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def suggest(spec: FitInput, per_gpu: int) -> str:
     for method, bits, label in (("fp8", None, "fp8"), ("awq", 4, "awq (4-bit)"), ("gguf", None, "gguf Q4_K_M")):
         if bits_per_parameter(method, bits, None) >= bits_per_parameter(spec.method, spec.bits, spec.variant):
             continue
-        if (spec.engine == "ollama" and method != "gguf") or (spec.engine == "tgi" and method == "gguf"):
+        if method not in spec.methods:
             continue  # the API rejects this method for the engine
         if weight_bytes(spec.parameters, method, bits, None) <= _usable(spec.gpus, per_gpu, spec.memory_utilization):
             options.append(f"quantization.method: {label} with {spec.gpus} GPU(s)")

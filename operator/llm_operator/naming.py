@@ -10,7 +10,7 @@ All derive from the LLMService's own name (and namespace), so they are stable fo
 from __future__ import annotations
 
 from llm_operator.api.models import LLMService
-from llm_operator.engines import SERVICE_PORTS
+from llm_operator.engines import engine_of
 
 
 def engine_name(service: LLMService) -> str:
@@ -31,5 +31,5 @@ def pvc_name(service: LLMService) -> str:
 
 def engine_url(service: LLMService) -> str:
     """The engine Service's in-cluster base URL (no path)."""
-    port = SERVICE_PORTS[service.spec.engine]
+    port = engine_of(service).service_port
     return f"http://{service.metadata.name}.{service.metadata.namespace}.svc:{port}"

@@ -15,15 +15,12 @@ from llm_operator.api.models import LLMService, LLMServiceSpec, effective_tensor
 from llm_operator.api.quantity import quantity_bytes
 from llm_operator.api.validation import validate_documents
 from llm_operator.defaults import NO_DEFAULTS, OperatorDefaults, apply_defaults
-from llm_operator.engines import engine_problems
-from llm_operator.fit import FitInput, FitResult, check_fit, ollama_tag_variant
+from llm_operator.engines import ENGINES, engine_problems
+from llm_operator.fit import FitInput, FitResult, check_fit
 from llm_operator.naming import engine_url
 from llm_operator.resources import desired_objects
 from llm_operator.resources.common import SKIP_FIT_CHECK_ANNOTATION
 from llm_operator.resources.router import router_endpoint
-
-# Engines' own defaults for the share of GPU memory they use, when the spec sets none.
-DEFAULT_MEMORY_UTILIZATION = {"vllm": 0.9, "tgi": 0.9, "ollama": 0.9}
 
 
 @dataclass(frozen=True)
@@ -45,10 +42,10 @@ class Plan:
 
 def fit_input(spec: LLMServiceSpec) -> FitInput:
     resources = spec.resources
+    engine = ENGINES[spec.engine]
     method, variant = spec.quantization.method, spec.quantization.variant
-    if spec.engine == "ollama" and method in ("none", "gguf") and not variant:
-        # Ollama serves GGUF only: "none" means the tag's own quantization, not 16-bit weights.
-        method, variant = "gguf", ollama_tag_variant(spec.model.name)
+    if engine.weights_for_fit:
+        method, variant = engine.weights_for_fit(spec)
     return FitInput(
         parameters=spec.model.parameter_count(),
         method=method,
@@ -58,8 +55,8 @@ def fit_input(spec: LLMServiceSpec) -> FitInput:
         gpus=min(resources.gpus, effective_tensor_parallel_size(spec)) if resources.gpus else 0,
         gpu_memory_bytes=quantity_bytes(resources.gpu_memory) if resources.gpu_memory else None,
         gpu_product=resources.gpu_product,
-        memory_utilization=spec.serving.gpu_memory_utilization or DEFAULT_MEMORY_UTILIZATION[spec.engine],
-        engine=spec.engine,
+        memory_utilization=spec.serving.gpu_memory_utilization or engine.capabilities.default_memory_utilization,
+        methods=engine.capabilities.quantization,
     )
 
 

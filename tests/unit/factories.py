@@ -16,12 +16,12 @@ API_VERSION = "serving.llm-operator.io/v1alpha1"
 NAME = "llm"
 NAMESPACE = "ml"
 UID = "6f1c2b1e-0000-4000-8000-000000000001"
-ENGINES = ("vllm", "tgi", "ollama")
 DEFAULT_MODEL = {
     "vllm": "meta-llama/Llama-3.1-8B-Instruct",
     "tgi": "meta-llama/Llama-3.1-8B-Instruct",
     "ollama": "qwen2.5:7b-instruct",
 }
+ENGINES = tuple(DEFAULT_MODEL)
 
 
 def merged(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

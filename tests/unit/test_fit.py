@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from llm_operator.engines import ENGINES
 from llm_operator.fit import (
     GGUF_VARIANT_BITS,
     GIB,
@@ -33,7 +34,8 @@ def fit(
     utilization: float = 0.9,
     engine: str = "vllm",
 ) -> FitInput:
-    return FitInput(parameters, method, bits, variant, gpus, memory, product, utilization, engine)
+    methods = ENGINES[engine].capabilities.quantization
+    return FitInput(parameters, method, bits, variant, gpus, memory, product, utilization, methods)
 
 
 def gib_numbers(message: str) -> list[float]:
@@ -231,7 +233,7 @@ def test_fit_input_from_a_spec() -> None:
         "serving": {"gpuMemoryUtilization": 0.85},
     })
     assert fit_input(service.spec) == FitInput(70e9, "awq", None, None, 2, 80 * GIB, "NVIDIA-H100-80GB-HBM3", 0.85,
-                                               "vllm")
+                                               ENGINES["vllm"].capabilities.quantization)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "tgi", "ollama"])

@@ -150,6 +150,15 @@ def test_values_yaml_satisfies_the_schema():
     assert schema_errors(VALUES) == []
 
 
+def test_default_images_name_every_engine_the_operator_knows():
+    """A new engine gets its defaultImages key (and so its --<engine>-image flag) in values and schema."""
+    from llm_operator.engines import ENGINES
+
+    expected = {*ENGINES, "router"}
+    assert set(VALUES["defaultImages"]) == expected
+    assert set(SCHEMA["properties"]["defaultImages"]["properties"]) == expected
+
+
 def test_every_value_is_in_the_schema():
     """additionalProperties false on every object the chart defines, so typos fail the install."""
     def walk(values: dict, schema: dict, path: str) -> None:

@@ -205,7 +205,7 @@ def test_pending_before_the_deployment_exists() -> None:
 
 
 def test_invalid_spec_is_failed_and_stalled() -> None:
-    problems = ["spec.quantization.method: engine ollama serves GGUF models only"]
+    problems = ["spec.quantization.method: Ollama serves GGUF models only"]
     status = compute_status(observed(problems=problems, fit=None, deployed=False, deployment=None))
     assert status["phase"] == "Failed"
     cond = conditions(status)

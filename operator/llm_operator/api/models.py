@@ -14,9 +14,16 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from llm_operator import GROUP, KIND, VERSION
+from llm_operator.api.engine_rules import TENSOR_PARALLEL_SIZE, engine_rules
 from llm_operator.api.quantity import PARAMETER_COUNT_PATTERN, Quantity, parse_parameter_count
 from llm_operator.api.rules import Rule, Value
+from llm_operator.engines import ENGINES
 
+# The API's derived values, re-exported (they live with the engines, which must not import the API).
+from llm_operator.engines.base import effective_tensor_parallel_size as effective_tensor_parallel_size
+from llm_operator.engines.base import served_name as served_name
+
+# Every name in the engine registry (a unit test keeps them equal).
 Engine = Literal["vllm", "tgi", "ollama"]
 QuantizationMethod = Literal["none", "awq", "gptq", "bitsandbytes", "fp8", "gguf"]
 RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2"]
@@ -512,21 +519,18 @@ class Router(SpecModel):
     )
 
 
-TENSOR_PARALLEL_SIZE = Value("self.serving.tensorParallelSize", lambda s: s.serving.tensor_parallel_size)
-
-
 class LLMServiceSpec(SpecModel):
     """The desired state of an LLMService: one model, served by one engine, behind a LiteLLM router."""
 
     engine: Engine = Field(
-        description="Required. The inference server: vllm (vllm/vllm-openai), tgi "
-        "(ghcr.io/huggingface/text-generation-inference) or ollama (ollama/ollama).",
+        description="Required. The inference server, and the image the operator pins for it: "
+        + "; ".join(f"{e.name} ({e.title}, {e.image})" for e in ENGINES.values()) + ".",
     )
     image: str | None = Field(
         default=None, max_length=512, pattern=IMAGE_REFERENCE,
         description="Overrides the engine image (e.g. a pinned tag, a registry mirror or a ROCm build). Empty "
-        "or unset: the operator's image for the engine (`llm-operator run --vllm-image/--tgi-image/"
-        "--ollama-image`, Helm values defaultImages.*), else the engine image the operator pins.",
+        "or unset: the operator's image for the engine (`llm-operator run --<engine>-image`, "
+        "Helm values defaultImages.<engine>), else the engine image the operator pins.",
     )
     image_pull_secrets: list[LocalObjectReference] = Field(
         default_factory=list, max_length=16,
@@ -566,64 +570,10 @@ class LLMServiceSpec(SpecModel):
         "endpoint clients use, with retries and fallbacks. Default: on.",
     )
 
-    # Rules that read both spec.engine and a nested field sit here, on the smallest common object.
+    # Rules that read both spec.engine and a nested field sit here, on the smallest common object; what
+    # each engine accepts comes from its descriptor (api/engine_rules.py).
     rules = (
-        Rule(
-            field="quantization.method",
-            cel="self.engine != 'ollama' || !has(self.quantization) "
-            "|| self.quantization.method in ['none', 'gguf']",
-            valid=lambda s: s.engine != "ollama" or s.quantization.method in ("none", "gguf"),
-            message="engine ollama serves GGUF models only, so quantization.method {method} cannot be used: "
-            "set method to gguf (or none for the tag's own quantization), or use engine vllm",
-            values={"method": Value("self.quantization.method", lambda s: s.quantization.method)},
-            reason="FieldValueForbidden",
-        ),
-        Rule(
-            field="quantization.method",
-            cel="self.engine != 'tgi' || !has(self.quantization) || self.quantization.method != 'gguf'",
-            valid=lambda s: s.engine != "tgi" or s.quantization.method != "gguf",
-            message="engine tgi cannot load GGUF models (quantization.method gguf): use engine vllm or "
-            "ollama for GGUF, or an awq, gptq, fp8 or bitsandbytes checkpoint with tgi",
-            reason="FieldValueForbidden",
-        ),
-        Rule(
-            field="serving.maxInputTokens",
-            cel="self.engine == 'tgi' || !has(self.serving) || !has(self.serving.maxInputTokens)",
-            valid=lambda s: s.engine == "tgi" or s.serving.max_input_tokens is None,
-            message="serving.maxInputTokens is a tgi setting, not supported by engine {engine}: remove it "
-            "(serving.maxModelLen bounds prompt plus output), or use engine tgi",
-            values={"engine": Value("self.engine", lambda s: s.engine)},
-            reason="FieldValueForbidden",
-        ),
-        Rule(
-            field="serving.gpuMemoryUtilization",
-            cel="self.engine == 'vllm' || !has(self.serving) || !has(self.serving.gpuMemoryUtilization)",
-            valid=lambda s: s.engine == "vllm" or s.serving.gpu_memory_utilization is None,
-            message="serving.gpuMemoryUtilization is a vllm setting, not supported by engine {engine}: "
-            "remove it, or use engine vllm",
-            values={"engine": Value("self.engine", lambda s: s.engine)},
-            reason="FieldValueForbidden",
-        ),
-        Rule(
-            field="serving.enablePrefixCaching",
-            cel="self.engine == 'vllm' || !has(self.serving) || !has(self.serving.enablePrefixCaching) "
-            "|| !self.serving.enablePrefixCaching",
-            valid=lambda s: s.engine == "vllm" or not s.serving.enable_prefix_caching,
-            message="serving.enablePrefixCaching: true is a vllm setting, not supported by engine {engine}: "
-            "remove it, or use engine vllm",
-            values={"engine": Value("self.engine", lambda s: s.engine)},
-            reason="FieldValueForbidden",
-        ),
-        Rule(
-            field="serving.tensorParallelSize",
-            cel="self.engine != 'ollama' || !has(self.serving) || !has(self.serving.tensorParallelSize) "
-            "|| self.serving.tensorParallelSize <= 1",
-            valid=lambda s: s.engine != "ollama" or (s.serving.tensor_parallel_size or 1) <= 1,
-            message="engine ollama cannot split a model across GPUs, so serving.tensorParallelSize must be "
-            "1, not {size}: remove it, or use engine vllm or tgi for tensor parallelism",
-            values={"size": TENSOR_PARALLEL_SIZE},
-            reason="FieldValueForbidden",
-        ),
+        *engine_rules(ENGINES.values()),
         Rule(
             field="serving.tensorParallelSize",
             cel="!has(self.serving) || !has(self.serving.tensorParallelSize) || !has(self.resources) "
@@ -732,16 +682,3 @@ class LLMService(BaseModel):
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: LLMServiceSpec
     status: LLMServiceStatus | None = None
-
-
-# --- defaults that depend on other fields -----------------------------------------------------
-
-
-def served_name(service: LLMService) -> str:
-    """The name clients send as "model": spec.model.servedName, else metadata.name."""
-    return service.spec.model.served_name or service.metadata.name or ""
-
-
-def effective_tensor_parallel_size(spec: LLMServiceSpec) -> int:
-    """serving.tensorParallelSize, else resources.gpus (1 on CPU)."""
-    return spec.serving.tensor_parallel_size or max(spec.resources.gpus, 1)

@@ -8,18 +8,14 @@ does not return the staleness marker Prometheus writes when a scrape fails, so i
 back the value from before the failure (often the idle 0 from before a load); a series whose
 newest sample is more than MISSED_SCRAPES of its own scrape intervals old is left out too.
 
-Metric names per engine (checked against the engines' /metrics):
-- vLLM: vllm:num_requests_waiting, vllm:num_requests_running, vllm:kv_cache_usage_perc
-  (vllm:gpu_cache_usage_perc before v0.10);
-- TGI: tgi_queue_size, tgi_batch_current_size;
+Metric names come from each engine's descriptor (engines/*.py: `EngineMetrics`). Besides those:
 - every GPU: DCGM_FI_DEV_GPU_UTIL from NVIDIA's dcgm-exporter (scraped with honor_labels, so
   `namespace` and `pod` are the workload's, not the exporter's);
-- Ollama exports nothing: the router's in-flight requests are its queue. LiteLLM's
-  Prometheus callback exports `litellm_in_flight_requests` per proxy process (one router
-  serves one local model); every scrape is itself in flight, so one per series is removed;
-- the prompt-token rate (vLLM vllm:prompt_tokens_total, TGI tgi_request_input_length_sum) as
-  irate over the last two scrapes: a longer rate() smooths away the bursts the policy
-  provisions for.
+- an engine without a queue metric (Ollama): the router's in-flight requests are its queue.
+  LiteLLM's Prometheus callback exports `litellm_in_flight_requests` per proxy process (one
+  router serves one local model); every scrape is itself in flight, so one per series is removed;
+- the prompt-token rate as irate over the last two scrapes: a longer rate() smooths away the
+  bursts the policy provisions for. A Pod's series (SGLang has one per `is_streaming`) add up.
 """
 
 from __future__ import annotations
@@ -34,6 +30,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from llm_operator.autoscale.policy import Sample
+from llm_operator.engines import ENGINES
 
 QUERY_TIMEOUT_SECONDS = 5
 LOOKBACK = "1m"
@@ -60,26 +57,6 @@ class MetricsUnavailable(Exception):
     """Prometheus did not answer; the policy must hold, not guess."""
 
 
-@dataclass(frozen=True)
-class EngineMetrics:
-    waiting: tuple[str, ...] = ()
-    running: tuple[str, ...] = ()
-    kv_cache: tuple[str, ...] = ()
-    prompt_tokens: str | None = None  # a counter
-
-
-ENGINE_METRICS = {
-    "vllm": EngineMetrics(
-        waiting=("vllm:num_requests_waiting",),
-        running=("vllm:num_requests_running",),
-        kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
-        prompt_tokens="vllm:prompt_tokens_total",
-    ),
-    "tgi": EngineMetrics(
-        waiting=("tgi_queue_size",), running=("tgi_batch_current_size",), prompt_tokens="tgi_request_input_length_sum"
-    ),
-    "ollama": EngineMetrics(),
-}
 GPU_UTILIZATION = "DCGM_FI_DEV_GPU_UTIL"
 ROUTER_IN_FLIGHT = "litellm_in_flight_requests"
 
@@ -133,7 +110,7 @@ class PrometheusMetrics:
     ) -> Sample:
         """One policy Sample. A signal is None unless every ready Pod reported it."""
         selector = _selector(namespace, ready_pods)
-        names = ENGINE_METRICS[engine]
+        names = ENGINES[engine].metrics
         series = {
             "waiting": self._first_present(names.waiting, selector),
             "running": self._first_present(names.running, selector),

@@ -1,16 +1,25 @@
-"""What every engine module returns: the engine-specific half of the Pod.
+"""What every engine module declares: its `Engine` descriptor, and the engine-specific half of the Pod.
 
 An engine decides its image, arguments, environment, port, health path, where it keeps
-weights and how much it can be locked down. The resource builders add everything that is
-the same for all engines (labels, GPUs, scheduling, volumes, probes' timings).
+weights and how much it can be locked down (`EngineContainer`); what the API accepts for it
+(`Capabilities`, which become CEL rules); which metrics the autoscaler reads (`EngineMetrics`);
+and the model name the router sends it. The resource builders add everything that is the same
+for all engines (labels, GPUs, scheduling, volumes, probes' timings).
+
+Nothing here imports the API models at run time: the API builds its engine rules from these
+descriptors, so the engines sit below it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llm_operator.api.models import LLMService, SecretKeyRef
+if TYPE_CHECKING:
+    from llm_operator.api.models import LLMService, LLMServiceSpec, SecretKeyRef
+
+QUANTIZATION_METHODS = ("none", "awq", "gptq", "bitsandbytes", "fp8", "gguf")
 
 MODEL_CACHE_VOLUME = "model-cache"
 SHM_VOLUME = "dshm"
@@ -55,3 +64,72 @@ def user_env(service: LLMService) -> list[dict[str, Any]]:
 def flag(name: str, value: object | None) -> list[str]:
     """`--name value`, or nothing when the value is unset (the engine keeps its default)."""
     return [] if value is None or value == "" else [name, str(value)]
+
+
+def served_name(service: LLMService) -> str:
+    """The name clients send as "model": spec.model.servedName, else metadata.name."""
+    return service.spec.model.served_name or service.metadata.name or ""
+
+
+def effective_tensor_parallel_size(spec: LLMServiceSpec) -> int:
+    """serving.tensorParallelSize, else resources.gpus (1 on CPU)."""
+    return spec.serving.tensor_parallel_size or max(spec.resources.gpus, 1)
+
+
+@dataclass(frozen=True)
+class EngineMetrics:
+    """Prometheus metric names the autoscaler reads from the engine Pods (the first name that has
+    series wins, so an engine's renamed metric can be listed with its old name)."""
+
+    waiting: tuple[str, ...] = ()
+    """Gauge: requests queued, not yet running. None: the router's in-flight gauge stands in."""
+    running: tuple[str, ...] = ()
+    """Gauge: requests in the running batch."""
+    kv_cache: tuple[str, ...] = ()
+    """Gauge in [0, 1]: share of the KV cache in use."""
+    prompt_tokens: str | None = None
+    """Counter: prompt tokens processed (its rate is the prefill load)."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the API accepts for an engine: each gap becomes a CEL rule with a message naming the
+    engines that do accept the value (api/engine_rules.py)."""
+
+    quantization: tuple[str, ...] = QUANTIZATION_METHODS
+    """quantization.method values the engine loads."""
+    quantization_note: str = ""
+    """Why some methods are missing, quoted in the rule's message."""
+    tensor_parallel: bool = True
+    """Whether serving.tensorParallelSize > 1 works (one model split over several GPUs)."""
+    settings: tuple[str, ...] = ()
+    """Optional serving fields only some engines have (SETTINGS in api/engine_rules.py) that this one maps."""
+    default_memory_utilization: float = 0.9
+    """The share of GPU memory the engine uses when serving.gpuMemoryUtilization is unset (fit check)."""
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Everything the operator knows about one inference server, in one place (engines/__init__.py
+    registers one per engine)."""
+
+    name: str
+    """The spec.engine value."""
+    title: str
+    """How its project writes its name (messages, descriptions)."""
+    image: str
+    """The image the operator pins."""
+    service_port: int
+    """The port of the engine Service (the container's port may differ)."""
+    container: Callable[[LLMService], EngineContainer]
+    upstream_model: Callable[[LLMService], str]
+    """The `model` the engine expects in an OpenAI request (the router's upstream model name)."""
+    managed_flags: Mapping[str, str | None]
+    """Flags the operator sets from the spec -> the field that sets them (None: the operator itself).
+    Passing one again in extraArgs would contradict the spec, so it is refused."""
+    metrics: EngineMetrics = EngineMetrics()
+    capabilities: Capabilities = Capabilities()
+    problems: Callable[[LLMService], list[str]] = lambda service: []
+    """Checks the CRD cannot express (a file name's suffix), as messages naming field, value and fix."""
+    weights_for_fit: Callable[[LLMServiceSpec], tuple[str, str | None]] | None = None
+    """(method, GGUF variant) the fit check should assume, when the spec's own do not say it."""

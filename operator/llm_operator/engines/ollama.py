@@ -14,8 +14,13 @@ init container over a wrapper command or a postStart hook because
 
 from __future__ import annotations
 
-from llm_operator.api.models import LLMService
-from llm_operator.engines.base import MODEL_CACHE_VOLUME, EngineContainer, user_env
+from typing import TYPE_CHECKING
+
+from llm_operator.engines.base import MODEL_CACHE_VOLUME, Capabilities, Engine, EngineContainer, user_env
+from llm_operator.fit import ollama_tag_variant
+
+if TYPE_CHECKING:
+    from llm_operator.api.models import LLMService, LLMServiceSpec
 
 IMAGE = "ollama/ollama:0.17.4"
 PORT = 11434
@@ -89,3 +94,30 @@ def container(service: LLMService) -> EngineContainer:
         metrics_path=None,
         init_containers=[pull],
     )
+
+
+def weights_for_fit(spec: LLMServiceSpec) -> tuple[str, str | None]:
+    """Ollama serves GGUF only: "none" means the tag's own quantization (q4_K_M in `:7b-q4_K_M`),
+    not 16-bit weights."""
+    method, variant = spec.quantization.method, spec.quantization.variant
+    if method in ("none", "gguf") and not variant:
+        return "gguf", ollama_tag_variant(spec.model.name)
+    return method, variant
+
+
+ENGINE = Engine(
+    name="ollama",
+    title="Ollama",
+    image=IMAGE,
+    service_port=PORT,
+    container=container,
+    upstream_model=model_tag,
+    managed_flags={},  # settings are environment variables; `serve` takes no flags
+    # No Prometheus metrics: the router's in-flight gauge stands in for the queue.
+    capabilities=Capabilities(
+        quantization=("none", "gguf"),
+        quantization_note="Ollama serves GGUF models only (none: the tag's own quantization)",
+        tensor_parallel=False,
+    ),
+    weights_for_fit=weights_for_fit,
+)

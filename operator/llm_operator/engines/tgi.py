@@ -3,8 +3,21 @@ https://huggingface.co/docs/text-generation-inference/reference/launcher."""
 
 from __future__ import annotations
 
-from llm_operator.api.models import LLMService, effective_tensor_parallel_size
-from llm_operator.engines.base import EngineContainer, flag, hf_token_env, user_env
+from typing import TYPE_CHECKING
+
+from llm_operator.engines.base import (
+    Capabilities,
+    Engine,
+    EngineContainer,
+    EngineMetrics,
+    effective_tensor_parallel_size,
+    flag,
+    hf_token_env,
+    user_env,
+)
+
+if TYPE_CHECKING:
+    from llm_operator.api.models import LLMService
 
 IMAGE = "ghcr.io/huggingface/text-generation-inference:3.3.5"
 SERVICE_PORT = 80
@@ -58,3 +71,26 @@ def container(service: LLMService) -> EngineContainer:
         metrics_path="/metrics",
         shm_size_limit="1Gi",
     )
+
+
+ENGINE = Engine(
+    name="tgi",
+    title="TGI",
+    image=IMAGE,
+    service_port=SERVICE_PORT,
+    container=container,
+    upstream_model=lambda service: "tgi",  # TGI serves one model and ignores the field
+    managed_flags={
+        "--model-id": "model.name", "--hostname": None, "--port": None,
+        "--num-shard": "serving.tensorParallelSize", "--quantize": "quantization.method",
+    },
+    # https://huggingface.co/docs/text-generation-inference/reference/metrics
+    metrics=EngineMetrics(
+        waiting=("tgi_queue_size",), running=("tgi_batch_current_size",), prompt_tokens="tgi_request_input_length_sum"
+    ),
+    capabilities=Capabilities(
+        quantization=("none", "awq", "gptq", "bitsandbytes", "fp8"),
+        quantization_note="TGI cannot load GGUF models",
+        settings=("maxInputTokens",),
+    ),
+)

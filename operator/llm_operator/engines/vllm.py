@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from llm_operator.api.models import LLMService, effective_tensor_parallel_size, served_name
-from llm_operator.engines.base import EngineContainer, flag, hf_token_env, user_env
+from typing import TYPE_CHECKING
+
+from llm_operator.engines.base import (
+    Capabilities,
+    Engine,
+    EngineContainer,
+    EngineMetrics,
+    effective_tensor_parallel_size,
+    flag,
+    hf_token_env,
+    served_name,
+    user_env,
+)
+
+if TYPE_CHECKING:
+    from llm_operator.api.models import LLMService
 
 IMAGE = "vllm/vllm-openai:v0.32.0"
 PORT = 8000
@@ -60,3 +74,36 @@ def container(service: LLMService) -> EngineContainer:
         # exchange tensors there, so several GPUs get no limit.
         shm_size_limit="" if gpus > 1 else "1Gi",
     )
+
+
+def problems(service: LLMService) -> list[str]:
+    spec = service.spec
+    if spec.quantization.method == "gguf" and not spec.model.name.endswith(".gguf"):
+        return [
+            f"spec.model.name: vLLM loads GGUF from a single .gguf file, not {spec.model.name!r}: "
+            "name a .gguf file (a path on the model cache or a URL), or use engine ollama"
+        ]
+    return []
+
+
+ENGINE = Engine(
+    name="vllm",
+    title="vLLM",
+    image=IMAGE,
+    service_port=PORT,
+    container=container,
+    upstream_model=served_name,
+    managed_flags={
+        "--model": "model.name", "--served-model-name": "model.servedName", "--host": None, "--port": None,
+        "--tensor-parallel-size": "serving.tensorParallelSize", "--quantization": "quantization.method",
+    },
+    # https://docs.vllm.ai/en/stable/design/metrics.html; vLLM 0.10 renamed gpu_cache_usage_perc.
+    metrics=EngineMetrics(
+        waiting=("vllm:num_requests_waiting",),
+        running=("vllm:num_requests_running",),
+        kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        prompt_tokens="vllm:prompt_tokens_total",
+    ),
+    capabilities=Capabilities(settings=("gpuMemoryUtilization", "enablePrefixCaching")),
+    problems=problems,
+)

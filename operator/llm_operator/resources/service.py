@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from llm_operator.api.models import LLMService
-from llm_operator.engines import SERVICE_PORTS
+from llm_operator.engines import engine_of
 from llm_operator.resources.common import metadata, selector_labels
 
 
@@ -19,7 +19,7 @@ def build_service(service: LLMService, uid: str | None) -> dict[str, Any]:
             "selector": selector_labels(service),
             "ports": [{
                 "name": "http",
-                "port": SERVICE_PORTS[service.spec.engine],
+                "port": engine_of(service).service_port,
                 "targetPort": "http",
                 "protocol": "TCP",
             }],

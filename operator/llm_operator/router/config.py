@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llm_operator.api.models import Fallback, LLMService, served_name
-from llm_operator.engines.ollama import model_tag
+from llm_operator.engines import engine_of
 from llm_operator.naming import engine_url
 
 MASTER_KEY_ENV = "LITELLM_MASTER_KEY"
@@ -60,12 +60,7 @@ def engine_base_url(service: LLMService) -> str:
 
 def upstream_model(service: LLMService) -> str:
     """The `model` the engine itself expects in an OpenAI request."""
-    engine = service.spec.engine
-    if engine == "ollama":
-        return model_tag(service)
-    if engine == "tgi":
-        return "tgi"  # TGI serves one model and ignores the field
-    return served_name(service)  # vLLM --served-model-name
+    return engine_of(service).upstream_model(service)
 
 
 # One TCP connection per request to an in-cluster engine. The engine Service balances connections,
@@ -155,7 +150,7 @@ def router_metrics_enabled(service: LLMService) -> bool:
     LiteLLM's Prometheus callback on: it costs about a quarter of the router's throughput
     (bench/results/router_overhead.md)."""
     scaling = service.spec.autoscaling
-    return service.spec.engine == "ollama" or (scaling.enabled and scaling.min_replicas == 0)
+    return not engine_of(service).metrics.waiting or (scaling.enabled and scaling.min_replicas == 0)
 
 
 def _metrics_settings(service: LLMService) -> dict[str, Any]:

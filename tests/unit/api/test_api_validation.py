@@ -103,7 +103,9 @@ def test_validate_files_reads_multi_document_yaml(tmp_path: Path) -> None:
         "spec: {engine: ollama, model: {name: m}}\n"
     )
     (problem,) = validate_files([str(path)])
-    assert problem.startswith(f"{path}: LLMService ml/a: spec.serving.maxInputTokens: serving.maxInputTokens is a tgi")
+    assert problem.startswith(
+        f"{path}: LLMService ml/a: spec.serving.maxInputTokens: serving.maxInputTokens is not supported"
+    )
 
 
 def test_validate_files_reports_unreadable_files(tmp_path: Path) -> None:
@@ -123,4 +125,4 @@ def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     bad.write_text("apiVersion: serving.llm-operator.io/v1alpha1\nkind: LLMService\nmetadata: {name: x}\n"
                    "spec: {engine: tgi, model: {name: m}, quantization: {method: gguf}}\n")
     assert main(["validate", "-f", str(bad)]) == 1
-    assert "spec.quantization.method: engine tgi cannot load GGUF" in capsys.readouterr().err
+    assert "spec.quantization.method: TGI cannot load GGUF" in capsys.readouterr().err

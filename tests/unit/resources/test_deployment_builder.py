@@ -11,9 +11,9 @@ from llm_operator.resources import build_deployment, desired_objects
 from unit.factories import ENGINES, UID, env_by_name, make_service
 
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by")
-HEALTH = {"vllm": "/health", "tgi": "/health", "ollama": "/"}
-CACHE_PATH = {"vllm": "/model-cache", "tgi": "/data", "ollama": "/ollama"}
-CONTAINER_PORT = {"vllm": 8000, "tgi": 8080, "ollama": 11434}
+HEALTH = {"vllm": "/health", "tgi": "/health", "ollama": "/", "sglang": "/health"}
+CACHE_PATH = {"vllm": "/model-cache", "tgi": "/data", "ollama": "/ollama", "sglang": "/model-cache"}
+CONTAINER_PORT = {"vllm": 8000, "tgi": 8080, "ollama": 11434, "sglang": 30000}
 TOKEN = {"tokenSecretRef": {"name": "hf-token", "key": "token"}}
 
 

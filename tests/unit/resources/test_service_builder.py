@@ -8,8 +8,8 @@ from llm_operator.naming import engine_url
 from llm_operator.resources import build_deployment, build_service, desired_objects
 from unit.factories import ENGINES, UID, make_service
 
-PORTS = {"vllm": 8000, "tgi": 80, "ollama": 11434}
-CONTAINER_PORTS = {"vllm": 8000, "tgi": 8080, "ollama": 11434}
+PORTS = {"vllm": 8000, "tgi": 80, "ollama": 11434, "sglang": 30000}
+CONTAINER_PORTS = {"vllm": 8000, "tgi": 8080, "ollama": 11434, "sglang": 30000}
 NO_ROUTER = {"router": {"enabled": False}}
 ROUTER = [("ConfigMap", "llm-router"), ("Service", "llm-router"), ("Deployment", "llm-router"),
           ("HorizontalPodAutoscaler", "llm-router")]
