@@ -235,6 +235,29 @@ def test_gpu_utilization_alone_scales_tgi_up(
     scrape_targets.unmap(namespace)
 
 
+def test_sglang_scales_on_its_own_metrics(
+    operator: OperatorProcess, cluster: Cluster, namespace: str, scrape_targets: PodTargets
+) -> None:
+    """engine: sglang reads sglang:token_usage and sglang:num_queue_reqs (names from the descriptor) through a
+    real Prometheus. A stand-in exports them: SGLang needs a GPU (no CPU build runs here). Its token counter
+    has one series per is_streaming value, as SGLang's has."""
+    with MetricsStandIn() as standin:
+        standin.set(**{"sglang:num_queue_reqs": 0, "sglang:num_running_reqs": 2, "sglang:token_usage": 0.2,
+                       'sglang:prompt_tokens_total{is_streaming="true"}': 100,
+                       'sglang:prompt_tokens_total{is_streaming="false"}': 50})
+        create(cluster, namespace, autoscaled("sg", engine="sglang"))
+        scrape_targets.map(namespace, f"app.kubernetes.io/instance=sg,{ENGINE}", standin.address)
+        time.sleep(4 * INTERVAL)
+        assert status(cluster, namespace, "sg")["desiredReplicas"] == 1
+        standin.set(**{"sglang:token_usage": 0.97})
+        wait_replicas(cluster, namespace, "sg", 2, timeout=60)
+        assert "kv" in status(cluster, namespace, "sg")["scaleReason"].lower()
+        standin.set(**{"sglang:token_usage": 0.2, "sglang:num_queue_reqs": 12})
+        wait_replicas(cluster, namespace, "sg", 3, timeout=60)
+        assert "queue" in status(cluster, namespace, "sg")["scaleReason"].lower()
+    scrape_targets.unmap(namespace)
+
+
 def test_ollama_scales_on_the_router_signal(
     operator: OperatorProcess, cluster: Cluster, namespace: str, scrape_targets: PodTargets, tmp_path
 ) -> None:

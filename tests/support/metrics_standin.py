@@ -1,6 +1,6 @@
 """A stand-in exporter for metrics no process here can produce: DCGM's GPU utilization and
-TGI's queue (there are no GPUs, and TGI has no CPU build), or a vLLM KV-cache level held at a
-chosen value. It serves Prometheus' text format with values the test sets at run time."""
+TGI's and SGLang's queues (there are no GPUs, and neither has a CPU build that runs here), or a
+vLLM KV-cache level held at a chosen value. It serves Prometheus' text format with values the test sets at run time."""
 
 from __future__ import annotations
 
@@ -34,15 +34,20 @@ class MetricsStandIn:
         return f"127.0.0.1:{self.server.server_address[1]}"
 
     def set(self, **values: float) -> None:
-        """Metric names may contain ':', so pass them via a dict: set(**{"vllm:x": 1})."""
+        """Metric names may contain ':' and labels, so pass them via a dict:
+        set(**{"vllm:x": 1, 'sglang:y{is_streaming="true"}': 2})."""
         with self._lock:
             self.values.update(values)
 
     def render(self) -> str:
         with self._lock:
-            lines = []
-            for name, value in sorted(self.values.items()):
-                lines += [f"# TYPE {name} gauge", f"{name} {value}"]
+            lines, typed = [], set()
+            for series, value in sorted(self.values.items()):
+                name = series.split("{", 1)[0]
+                if name not in typed:
+                    typed.add(name)
+                    lines.append(f"# TYPE {name} gauge")
+                lines.append(f"{series} {value}")
         return "\n".join(lines) + "\n"
 
     def __enter__(self) -> MetricsStandIn:

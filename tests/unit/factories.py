@@ -20,6 +20,7 @@ DEFAULT_MODEL = {
     "vllm": "meta-llama/Llama-3.1-8B-Instruct",
     "tgi": "meta-llama/Llama-3.1-8B-Instruct",
     "ollama": "qwen2.5:7b-instruct",
+    "sglang": "meta-llama/Llama-3.1-8B-Instruct",
 }
 ENGINES = tuple(DEFAULT_MODEL)
 

@@ -24,6 +24,7 @@ MIRROR = OperatorDefaults(
         "vllm": "mirror.example.com:5000/vllm/vllm-openai:v0.32.0",
         "tgi": "mirror.example.com:5000/tgi:3.3.5",
         "ollama": "mirror.example.com:5000/ollama/ollama:0.17.4",
+        "sglang": "mirror.example.com:5000/lmsysorg/sglang:v0.5.23",
     },
     router_image="mirror.example.com:5000/berriai/litellm-non_root:v1.108.7",
     image_pull_secrets=("mirror-pull",),

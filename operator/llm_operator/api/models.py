@@ -24,7 +24,7 @@ from llm_operator.engines.base import effective_tensor_parallel_size as effectiv
 from llm_operator.engines.base import served_name as served_name
 
 # Every name in the engine registry (a unit test keeps them equal).
-Engine = Literal["vllm", "tgi", "ollama"]
+Engine = Literal["vllm", "tgi", "ollama", "sglang"]
 QuantizationMethod = Literal["none", "awq", "gptq", "bitsandbytes", "fp8", "gguf"]
 RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2"]
 AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from llm_operator.engines import ollama, tgi, vllm
+from llm_operator.engines import ollama, sglang, tgi, vllm
 from llm_operator.engines.base import Capabilities, Engine, EngineContainer, EngineMetrics
 
 if TYPE_CHECKING:
     from llm_operator.api.models import LLMService
 
-ENGINES: dict[str, Engine] = {engine.name: engine for engine in (vllm.ENGINE, tgi.ENGINE, ollama.ENGINE)}
+ENGINES: dict[str, Engine] = {engine.name: engine for engine in (vllm.ENGINE, tgi.ENGINE, ollama.ENGINE, sglang.ENGINE)}
 
 
 def engine_of(service: LLMService) -> Engine:

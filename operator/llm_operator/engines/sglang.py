@@ -1,0 +1,118 @@
+"""SGLang (`python3 -m sglang.launch_server`), release 0.5.23 (2026-10-30).
+
+Flags, endpoints and metrics were checked in the sglang 0.5.23 wheel from PyPI (the release's own
+code): flags are the fields of `sglang/srt/arg_groups/fields/*.py` (`--model-path`, `--served-model-name`,
+`--tp-size`, `--context-length`, `--mem-fraction-static`, `--quantization`, `--revision`,
+`--max-running-requests`, `--disable-radix-cache`, `--enable-metrics`, `--host` whose default 127.0.0.1
+would refuse the kubelet's probes, `--port` default 30000); `/health`, `/v1/models` and, with
+`--enable-metrics` only, `/metrics` on the same port (`sglang/srt/entrypoints/http_server.py`); metric
+names in `sglang/srt/observability/metrics_collector.py`. Docs: https://docs.sglang.ai.
+
+The image (`lmsysorg/sglang`, https://hub.docker.com/r/lmsysorg/sglang) has no serving entrypoint: the
+official Kubernetes example sets `python3 -m sglang.launch_server` as the command, and so does this module.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from llm_operator.engines.base import (
+    Capabilities,
+    Engine,
+    EngineContainer,
+    EngineMetrics,
+    effective_tensor_parallel_size,
+    flag,
+    hf_token_env,
+    served_name,
+    user_env,
+)
+
+if TYPE_CHECKING:
+    from llm_operator.api.models import LLMService
+
+IMAGE = "lmsysorg/sglang:v0.5.23"
+PORT = 30000
+CACHE_PATH = "/model-cache"
+
+
+def args(service: LLMService) -> list[str]:
+    spec = service.spec
+    serving = spec.serving
+    method = spec.quantization.method
+    result = [
+        "--model-path", spec.model.name,
+        "--served-model-name", served_name(service),
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+        "--tp-size", str(effective_tensor_parallel_size(spec)),
+        # /metrics exists only with this flag, and the autoscaler reads it.
+        "--enable-metrics",
+        *flag("--revision", spec.model.revision),
+        *flag("--quantization", None if method == "none" else method),
+        *flag("--context-length", serving.max_model_len),
+        *flag("--mem-fraction-static", serving.gpu_memory_utilization),
+        *flag("--max-running-requests", serving.max_concurrent_requests),
+    ]
+    # Prefix caching (RadixAttention) is on by default; false turns it off.
+    if serving.enable_prefix_caching is False:
+        result.append("--disable-radix-cache")
+    return result + list(serving.extra_args)
+
+
+def container(service: LLMService) -> EngineContainer:
+    env = [
+        # Weights (huggingface_hub's cache) and the home directory (Triton and FlashInfer kernel caches)
+        # live on the model cache, so a restarted Pod with a PersistentVolumeClaim reuses both.
+        {"name": "HF_HOME", "value": f"{CACHE_PATH}/huggingface"},
+        {"name": "HOME", "value": f"{CACHE_PATH}/home"},
+        *hf_token_env(service),
+        *user_env(service),
+    ]
+    gpus = service.spec.resources.gpus
+    return EngineContainer(
+        image=service.spec.image or IMAGE,
+        command=["python3", "-m", "sglang.launch_server"],
+        args=args(service),
+        env=env,
+        port=PORT,
+        # Connection refused while the model loads, 503 during warm-up, then 200 (a one-token generation
+        # when idle, skipped when the server is busy): the startup probe's long budget covers the load.
+        health_path="/health",
+        cache_mount_path=CACHE_PATH,
+        metrics_path="/metrics",
+        # Tensor-parallel ranks exchange tensors through /dev/shm (SGLang's examples use --shm-size 32g or
+        # the host's IPC), and even one rank keeps its load snapshots there.
+        shm_size_limit="" if gpus > 1 else "1Gi",
+    )
+
+
+ENGINE = Engine(
+    name="sglang",
+    title="SGLang",
+    image=IMAGE,
+    service_port=PORT,
+    container=container,
+    upstream_model=served_name,
+    managed_flags={
+        "--model-path": "model.name", "--model": "model.name", "--served-model-name": "model.servedName",
+        "--host": None, "--port": None, "--tp-size": "serving.tensorParallelSize",
+        "--tensor-parallel-size": "serving.tensorParallelSize", "--quantization": "quantization.method",
+    },
+    # Scheduler gauges come from TP rank 0 only (one series per Pod); the token counter has one series
+    # per `is_streaming` value, which the autoscaler adds up.
+    metrics=EngineMetrics(
+        waiting=("sglang:num_queue_reqs",),
+        running=("sglang:num_running_reqs",),
+        kv_cache=("sglang:token_usage",),
+        prompt_tokens="sglang:prompt_tokens_total",
+    ),
+    capabilities=Capabilities(
+        quantization=("none", "awq", "gptq", "bitsandbytes", "fp8"),
+        quantization_note="GGUF checkpoints on SGLang are not supported by the operator yet",
+        settings=("gpuMemoryUtilization", "enablePrefixCaching"),
+        # Unset, SGLang sizes --mem-fraction-static from the GPU: (memory - activations and CUDA graphs)
+        # / memory, 0.84 on an 80 GB GPU (sglang/srt/arg_groups/memory_hook.py).
+        default_memory_utilization=0.84,
+    ),
+)
