@@ -37,7 +37,8 @@ import aiohttp
 import yaml
 
 from llm_operator.api.models import LLMService
-from llm_operator.resources.router import (
+from llm_operator.router.config import engine_base_url
+from llm_operator.router.objects import (
     CONFIG_DIR,
     CONFIG_FILE,
     LITELLM_VERSION,
@@ -45,7 +46,6 @@ from llm_operator.resources.router import (
     build_router_deployment,
     render_config,
 )
-from llm_operator.router.config import engine_base_url
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN = REPO / "tests" / "e2e" / "standin.py"
@@ -170,7 +170,7 @@ def bench_service() -> LLMService:
 
 def loopback_config(service: LLMService, upstream: str, patch: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The operator's config.yaml with only the engine's api_base rewritten (plus a variant's patch)."""
-    config = yaml.safe_load(render_config(service, {}))
+    config = yaml.safe_load(render_config(service, {}).text)
     for deployment in config["model_list"]:
         if deployment["litellm_params"].get("api_base") == engine_base_url(service):
             deployment["litellm_params"]["api_base"] = f"{upstream}/v1"
@@ -183,7 +183,8 @@ def proxy_command(service: LLMService, variant: Variant, config_path: Path, port
                   tmp: Path) -> tuple[list[str], dict[str, str]]:
     """The container's args and plain env from the operator's Deployment, moved to loopback and `tmp`;
     a variant with its own args/env replaces the tuning part."""
-    container = build_router_deployment(service, "uid", {})["spec"]["template"]["spec"]["containers"][0]
+    deployment = build_router_deployment(service, "uid", render_config(service, {}))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
     args = list(container["args"])
     config_arg = args.index("--config")
     assert args[config_arg + 1] == f"{CONFIG_DIR}/{CONFIG_FILE}"

@@ -4,7 +4,7 @@ them. Set by `llm-operator run` flags (the Helm chart's values), passed to the h
 environment, applied to each LLMService by `apply_defaults` before anything is built.
 
 Precedence: an LLMService's spec.image / spec.router.image, else the operator's default, else the
-image the operator pins (engines/*.IMAGE, resources/router.IMAGE). Pull secrets add up: the
+image the operator pins (engines/*.IMAGE, router/objects.IMAGE). Pull secrets add up: the
 LLMService's spec.imagePullSecrets first, then the operator's."""
 
 from __future__ import annotations

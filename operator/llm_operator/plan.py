@@ -18,9 +18,9 @@ from llm_operator.defaults import NO_DEFAULTS, OperatorDefaults, apply_defaults
 from llm_operator.engines import ENGINES, engine_problems
 from llm_operator.fit import FitInput, FitResult, check_fit
 from llm_operator.naming import engine_url
-from llm_operator.resources import desired_objects
+from llm_operator.resources import build_deployment, build_pvc, build_service
 from llm_operator.resources.common import SKIP_FIT_CHECK_ANNOTATION
-from llm_operator.resources.router import router_endpoint
+from llm_operator.router.objects import router_endpoint, router_objects
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,29 @@ class Plan:
     def digest(self) -> str:
         """A fingerprint of the desired objects: equal digests, nothing new to apply."""
         return hashlib.sha256(json.dumps(self.objects, sort_keys=True).encode()).hexdigest()
+
+
+def desired_objects(
+    service: LLMService,
+    uid: str | None,
+    autoscaled_replicas: int | None = None,
+    fallback_services: Mapping[str, LLMService] | None = None,
+    existing_secrets: Collection[str] | None = None,
+) -> list[dict[str, Any]]:
+    """The engine's children: the cache claim first (the Pods mount it), then Service and Deployment;
+    then, when spec.router.enabled, the router's ConfigMap, Service and Deployment.
+
+    `fallback_services` (the namespace's LLMServices by name) and `existing_secrets` (names of the
+    Secrets that exist) decide which fallbacks the router config includes; see router.config. The
+    generated master-key Secret is not listed: it is created once, apart (build_router_secret)."""
+    objects: list[dict[str, Any]] = []
+    pvc = build_pvc(service, uid)
+    if pvc is not None:
+        objects.append(pvc)
+    objects.append(build_service(service, uid))
+    objects.append(build_deployment(service, uid, autoscaled_replicas))
+    objects.extend(router_objects(service, uid, fallback_services or {}, existing_secrets))
+    return objects
 
 
 def fit_input(spec: LLMServiceSpec) -> FitInput:
@@ -94,7 +117,7 @@ def make_plan(
     defaults: OperatorDefaults = NO_DEFAULTS,
 ) -> Plan:
     """`body` is the LLMService as the apiserver returns it (status is ignored). `fallback_services`
-    and `existing_secrets` are what the router's fallbacks can use (see resources.router); `defaults`
+    and `existing_secrets` are what the router's fallbacks can use (see router.config); `defaults`
     are the operator-wide images and pull secrets (see llm_operator.defaults)."""
     parsed, problems = parse(body)
     if parsed is None:

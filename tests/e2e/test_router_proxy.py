@@ -38,7 +38,8 @@ import pytest
 import yaml
 
 from llm_operator.api.models import LLMService
-from llm_operator.resources.router import (
+from llm_operator.router.config import engine_base_url
+from llm_operator.router.objects import (
     CONFIG_DIR,
     CONFIG_FILE,
     PORT,
@@ -46,7 +47,6 @@ from llm_operator.resources.router import (
     build_router_deployment,
     render_config,
 )
-from llm_operator.router.config import engine_base_url
 from unit.factories import make_service
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,8 @@ def deployment_args_and_env(tmp: Path) -> tuple[list[str], dict[str, str]]:
     (log level, PROMETHEUS_MULTIPROC_DIR, ...), with paths under /tmp moved into `tmp`: the proxy starts
     as the operator's Deployment starts it."""
     llm = make_service("vllm", name="any", namespace=NAMESPACE)
-    (container,) = build_router_deployment(llm, "uid", {})["spec"]["template"]["spec"]["containers"]
+    deployment = build_router_deployment(llm, "uid", render_config(llm, {}))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     args = list(container["args"])
     for flag, value in (("--config", f"{CONFIG_DIR}/{CONFIG_FILE}"), ("--port", str(PORT))):
         at = args.index(flag)
@@ -246,8 +247,9 @@ def loopback_config(service: LLMService, fallback_services: Mapping[str, LLMServ
                     upstreams: Mapping[str, str], existing_secrets: set[str] | None = None) -> dict[str, Any]:
     """The ConfigMap's config.yaml, with only the engine Services' addresses rewritten to loopback.
     `upstreams`: LLMService name -> http://127.0.0.1:PORT."""
-    text = build_router_configmap(service, "uid", fallback_services, existing_secrets)["data"]["config.yaml"]
-    assert text == render_config(service, fallback_services, existing_secrets)
+    rendered = render_config(service, fallback_services, existing_secrets)
+    text = build_router_configmap(service, "uid", rendered)["data"]["config.yaml"]
+    assert text == rendered.text
     config = yaml.safe_load(text)
     rewrites = {engine_base_url(svc): f"{upstreams[name]}/v1"
                 for name, svc in {service.metadata.name: service, **fallback_services}.items() if name in upstreams}
@@ -403,7 +405,7 @@ def test_in_flight_signal_moves_under_concurrent_load(litellm_python, tmp, clean
 def test_config_is_readable_by_the_proxy_unchanged_except_addresses(tmp) -> None:
     """The rewrite touches api_base of engine Services only; everything else is the ConfigMap's."""
     llm = make_service("tgi", {"router": {"fallbacks": [{"model": "openai/gpt-4o"}]}}, name="a", namespace=NAMESPACE)
-    original = yaml.safe_load(render_config(llm, {}))
+    original = yaml.safe_load(render_config(llm, {}).text)
     rewritten = loopback_config(llm, {}, {"a": "http://127.0.0.1:1"})
     assert rewritten["model_list"][0]["litellm_params"]["api_base"] == "http://127.0.0.1:1/v1"
     rewritten["model_list"][0]["litellm_params"]["api_base"] = original["model_list"][0]["litellm_params"]["api_base"]

@@ -17,7 +17,7 @@ from llm_operator.defaults import (
 )
 from llm_operator.engines import vllm
 from llm_operator.plan import make_plan
-from llm_operator.resources import router
+from llm_operator.router import objects as router
 
 MIRROR = OperatorDefaults(
     engine_images={

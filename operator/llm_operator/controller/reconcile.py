@@ -25,7 +25,7 @@ from llm_operator.controller.status import (
 from llm_operator.naming import master_key_secret_name
 from llm_operator.plan import Plan, make_plan
 from llm_operator.resources.pvc import pvc_change
-from llm_operator.resources.router import build_router_secret, generate_master_key
+from llm_operator.router.objects import build_router_secret, generate_master_key
 from llm_operator.status import compute_status
 
 

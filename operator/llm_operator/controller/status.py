@@ -12,7 +12,7 @@ from llm_operator.naming import router_name
 from llm_operator.plan import Plan, endpoint
 from llm_operator.references import engine_secret_references, missing_engine_secrets
 from llm_operator.resources.common import selector_labels, selector_string
-from llm_operator.resources.router import missing_references, router_status
+from llm_operator.router.status import missing_references, router_status
 from llm_operator.status import Observed
 
 

@@ -1,5 +1,5 @@
-"""The LiteLLM router in front of every LLMService: its config (`router.config`) and, in
-`llm_operator.resources.router`, its Kubernetes objects.
+"""The LiteLLM router in front of every LLMService, in one package: its config (`router.config`), its
+Kubernetes objects (`router.objects`, the config rendered once per plan) and its condition (`router.status`).
 
 One router per LLMService (`<name>-router`, port 4000) serves the model under its servedName, retries,
 and falls back in order to other LLMServices' engines or to managed APIs. Secrets are only referenced:

@@ -7,12 +7,12 @@ from pathlib import Path
 import yaml
 from bench.router_overhead import __main__ as bench
 
-from llm_operator.resources.router import build_router_deployment, render_config
+from llm_operator.router.objects import build_router_deployment, render_config
 
 
 def test_loopback_config_changes_only_the_engine_address() -> None:
     service = bench.bench_service()
-    generated = yaml.safe_load(render_config(service, {}))
+    generated = yaml.safe_load(render_config(service, {}).text)
     loopback = bench.loopback_config(service, "http://127.0.0.1:9999", {})
 
     [deployment] = loopback["model_list"]
@@ -23,7 +23,8 @@ def test_loopback_config_changes_only_the_engine_address() -> None:
 
 def test_operator_variant_starts_the_proxy_with_the_deployments_args_and_env(tmp_path: Path) -> None:
     service = bench.bench_service()
-    container = build_router_deployment(service, "uid", {})["spec"]["template"]["spec"]["containers"][0]
+    deployment = build_router_deployment(service, "uid", render_config(service, {}))
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
     args, env = bench.proxy_command(service, bench.VARIANTS["operator"], tmp_path / "config.yaml", 4321, tmp_path)
 
     assert args[:6] == ["--config", str(tmp_path / "config.yaml"), "--port", "4321", "--host", "127.0.0.1"]

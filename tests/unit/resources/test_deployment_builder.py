@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from llm_operator.resources import build_deployment, desired_objects
+from llm_operator.plan import desired_objects
+from llm_operator.resources import build_deployment
 from unit.factories import ENGINES, UID, env_by_name, make_service
 
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from llm_operator.naming import engine_url
-from llm_operator.resources import build_deployment, build_service, desired_objects
+from llm_operator.plan import desired_objects
+from llm_operator.resources import build_deployment, build_service
 from unit.factories import ENGINES, UID, make_service
 
 PORTS = {"vllm": 8000, "tgi": 80, "ollama": 11434, "sglang": 30000}

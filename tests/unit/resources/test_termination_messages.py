@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llm_operator.resources import build_deployment
-from llm_operator.resources.router import build_router_deployment
+from llm_operator.router.objects import build_router_deployment, render_config
 from unit.factories import ENGINES, UID, make_service
 
 
@@ -18,5 +18,7 @@ def test_engine_and_init_containers_fall_back_to_logs_on_error(engine: str) -> N
 
 
 def test_router_container_falls_back_to_logs_on_error() -> None:
-    (container,) = build_router_deployment(make_service("vllm"), UID, {})["spec"]["template"]["spec"]["containers"]
+    service = make_service("vllm")
+    deployment = build_router_deployment(service, UID, render_config(service, {}))
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"

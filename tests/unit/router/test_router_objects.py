@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Collection, Mapping
 
 import pytest
 import yaml
 
-from llm_operator.plan import endpoint
-from llm_operator.resources import desired_objects
-from llm_operator.resources.common import CONFIG_HASH_ANNOTATION
-from llm_operator.resources.router import (
+from llm_operator.api.models import LLMService
+from llm_operator.plan import desired_objects, endpoint
+from llm_operator.resources.common import CONFIG_HASH_ANNOTATION, config_hash
+from llm_operator.router.objects import (
     IMAGE,
     LITELLM_VERSION,
     PORT,
@@ -21,9 +22,10 @@ from llm_operator.resources.router import (
     build_router_secret,
     build_router_service,
     generate_master_key,
+    render_config,
     router_endpoint,
-    router_status,
 )
+from llm_operator.router.status import router_status
 from unit.factories import ENGINES, UID, env_by_name, make_service
 
 SECRET_VALUE = "sk-this-value-must-never-appear-0123456789"
@@ -32,6 +34,16 @@ FALLBACKS = {"fallbacks": [
     {"llmService": "other"},
 ]}
 OTHER = {"other": make_service("tgi", name="other")}
+
+
+def router_deployment(service: LLMService, fallbacks: Mapping[str, LLMService],
+                      secrets: Collection[str] | None = None) -> dict:
+    return build_router_deployment(service, UID, render_config(service, fallbacks, secrets))
+
+
+def router_configmap(service: LLMService, fallbacks: Mapping[str, LLMService],
+                     secrets: Collection[str] | None = None) -> dict:
+    return build_router_configmap(service, UID, render_config(service, fallbacks, secrets))
 
 
 def container(deployment: dict) -> dict:
@@ -52,8 +64,8 @@ def pod_hash(deployment: dict) -> str:
 
 def test_names_and_endpoint() -> None:
     llm = make_service("vllm", name="chat", namespace="team-a")
-    assert build_router_configmap(llm, UID, {})["metadata"]["name"] == "chat-router"
-    assert build_router_deployment(llm, UID, {})["metadata"]["name"] == "chat-router"
+    assert router_configmap(llm, {})["metadata"]["name"] == "chat-router"
+    assert router_deployment(llm, {})["metadata"]["name"] == "chat-router"
     assert build_router_service(llm, UID)["metadata"]["name"] == "chat-router"
     assert build_router_secret(llm, UID, "sk-x")["metadata"]["name"] == "chat-router-key"
     assert router_endpoint(llm) == "http://chat-router.team-a.svc:4000/v1"
@@ -71,9 +83,9 @@ def test_pinned_image_is_safe() -> None:
     assert LITELLM_VERSION not in ("1.82.7", "1.82.8")
     assert IMAGE.endswith(f":v{LITELLM_VERSION}")
     llm = make_service("vllm")
-    assert container(build_router_deployment(llm, UID, {}))["image"] == IMAGE
+    assert container(router_deployment(llm, {}))["image"] == IMAGE
     custom = make_service("vllm", {"router": {"image": "registry.example/litellm:v1"}})
-    assert container(build_router_deployment(custom, UID, {}))["image"] == "registry.example/litellm:v1"
+    assert container(router_deployment(custom, {}))["image"] == "registry.example/litellm:v1"
 
 
 # --- desired_objects ---------------------------------------------------------------------------------
@@ -141,17 +153,17 @@ def test_generated_master_keys_are_random_and_prefixed() -> None:
 @pytest.mark.parametrize("own_key", [False, True])
 def test_master_key_comes_from_a_secret_key_ref(own_key: bool) -> None:
     patch = {"router": {"masterKeySecretRef": {"name": "mine", "key": "k"}}} if own_key else {}
-    env = env_by_name(container(build_router_deployment(make_service("vllm", patch), UID, {}))["env"])
+    env = env_by_name(container(router_deployment(make_service("vllm", patch), {}))["env"])
     expected = {"name": "mine", "key": "k"} if own_key else {"name": "llm-router-key", "key": "key"}
     assert env["LITELLM_MASTER_KEY"] == {"name": "LITELLM_MASTER_KEY", "valueFrom": {"secretKeyRef": expected}}
 
 
 def test_fallback_keys_come_from_secret_key_refs_only_when_included() -> None:
     llm = make_service("vllm", {"router": FALLBACKS})
-    env = env_by_name(container(build_router_deployment(llm, UID, OTHER, {"openai"}))["env"])
+    env = env_by_name(container(router_deployment(llm, OTHER, {"openai"}))["env"])
     assert env["FALLBACK_1_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "openai", "key": "api-key",
                                                                       "optional": True}
-    absent = env_by_name(container(build_router_deployment(llm, UID, OTHER, set()))["env"])
+    absent = env_by_name(container(router_deployment(llm, OTHER, set()))["env"])
     assert "FALLBACK_1_API_KEY" not in absent
 
 
@@ -168,7 +180,7 @@ def test_no_secret_value_anywhere_and_only_environment_references_in_the_config(
     assert {k for k in keys if k and not k.startswith("os.environ/")} == {"no-key-needed"}
     assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert "sk-" not in text
-    for item in container(build_router_deployment(llm, UID, OTHER, {"openai"}))["env"]:
+    for item in container(router_deployment(llm, OTHER, {"openai"}))["env"]:
         assert "value" not in item or not item["name"].endswith("KEY"), item
 
 
@@ -177,7 +189,7 @@ def test_no_secret_value_anywhere_and_only_environment_references_in_the_config(
 
 def test_args_config_mount_and_probes() -> None:
     llm = make_service("vllm", {"router": {"replicas": 3}})
-    deployment = build_router_deployment(llm, UID, {})
+    deployment = router_deployment(llm, {})
     c = container(deployment)
     assert c["args"] == ["--config", "/etc/litellm/config.yaml", "--port", "4000",
                          "--run_granian", "--num_workers", "2"]
@@ -196,7 +208,7 @@ def test_args_config_mount_and_probes() -> None:
 
 
 def test_restricted_security_context() -> None:
-    deployment = build_router_deployment(make_service("vllm"), UID, {})
+    deployment = router_deployment(make_service("vllm"), {})
     ctx = container(deployment)["securityContext"]
     assert ctx["runAsNonRoot"] is True
     assert ctx["runAsUser"] != 0
@@ -216,28 +228,28 @@ def test_checksum_changes_with_the_config_only() -> None:
     retries = make_service("vllm", {"router": {"numRetries": 3}})
     replicas = make_service("vllm", {"router": {"numRetries": 2, "replicas": 4}})
     engine_replicas = make_service("vllm", {"router": {"numRetries": 2}, "replicas": 3})
-    assert pod_hash(build_router_deployment(base, UID, {})) == pod_hash(build_router_deployment(same, UID, {}))
-    assert pod_hash(build_router_deployment(base, UID, {})) != pod_hash(build_router_deployment(retries, UID, {}))
-    assert pod_hash(build_router_deployment(base, UID, {})) == pod_hash(build_router_deployment(replicas, UID, {}))
-    assert pod_hash(build_router_deployment(base, UID, {})) == pod_hash(
-        build_router_deployment(engine_replicas, UID, {}))
+    assert pod_hash(router_deployment(base, {})) == pod_hash(router_deployment(same, {}))
+    assert pod_hash(router_deployment(base, {})) != pod_hash(router_deployment(retries, {}))
+    assert pod_hash(router_deployment(base, {})) == pod_hash(router_deployment(replicas, {}))
+    assert pod_hash(router_deployment(base, {})) == pod_hash(
+        router_deployment(engine_replicas, {}))
 
 
 def test_checksum_changes_when_a_missing_fallback_appears() -> None:
     llm = make_service("vllm", {"router": {"fallbacks": [{"llmService": "other"}]}})
-    assert pod_hash(build_router_deployment(llm, UID, {})) != pod_hash(build_router_deployment(llm, UID, OTHER))
-    configmap = build_router_configmap(llm, UID, OTHER)
+    assert pod_hash(router_deployment(llm, {})) != pod_hash(router_deployment(llm, OTHER))
+    configmap = router_configmap(llm, OTHER)
     assert [m["model_name"] for m in config_of(configmap)["model_list"]] == ["llm", "llm-fallback-1"]
 
 
 def test_router_pod_template_does_not_depend_on_its_replicas() -> None:
-    one = build_router_deployment(make_service("vllm", {"router": {"replicas": 1}}), UID, {})
-    two = build_router_deployment(make_service("vllm", {"router": {"replicas": 2}}), UID, {})
+    one = router_deployment(make_service("vllm", {"router": {"replicas": 1}}), {})
+    two = router_deployment(make_service("vllm", {"router": {"replicas": 2}}), {})
     assert one["spec"]["template"] == two["spec"]["template"]
 
 
 def test_tuned_env_and_resources() -> None:
-    c = container(build_router_deployment(make_service("vllm"), UID, {}))
+    c = container(router_deployment(make_service("vllm"), {}))
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LITELLM_LOG"] == "ERROR"
     assert env["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
@@ -259,10 +271,10 @@ def test_router_metrics_only_where_the_autoscaler_needs_them(engine: str, autosc
     if engine == "ollama":
         patch["model"] = {"name": "qwen2.5:7b"}
     service = make_service(engine, patch)
-    deployment = build_router_deployment(service, UID, {})
+    deployment = router_deployment(service, {})
     env = {e["name"]: e.get("value") for e in container(deployment)["env"]}
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    config = yaml.safe_load(build_router_configmap(service, UID, {})["data"]["config.yaml"])
+    config = yaml.safe_load(router_configmap(service, {})["data"]["config.yaml"])
     assert ("prometheus" in config["litellm_settings"].get("callbacks", [])) is metrics
     assert (annotations.get("prometheus.io/scrape") == "true") is metrics
     # Several workers: /metrics must sum litellm_in_flight_requests over them, from a writable emptyDir.
@@ -295,7 +307,7 @@ def test_hpa_scales_the_router_deployment_on_cpu(replicas: int, maximum: int) ->
 
 def test_hpa_target_has_a_cpu_request() -> None:
     """Utilization is relative to the request: the router container must have one."""
-    deployment = build_router_deployment(make_service("vllm"), UID, {})
+    deployment = router_deployment(make_service("vllm"), {})
     assert container(deployment)["resources"]["requests"]["cpu"]
     assert build_router_hpa(make_service("vllm"), UID)["spec"]["scaleTargetRef"]["name"] == \
         deployment["metadata"]["name"]
@@ -316,3 +328,19 @@ def test_router_status() -> None:
     assert router_status([], 0, 1)[:2] == ("False", "RouterProgressing")
     assert router_status([], None, None)[0] == "Unknown"
     assert router_status([], 2, 2) == ("True", "RouterReady", "router replicas ready: 2/2")
+
+
+def test_the_config_is_rendered_once_per_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ConfigMap's text and the Deployment's config hash come from one rendering."""
+    from llm_operator.router import objects
+
+    calls: list[int] = []
+    real = objects.litellm_config
+    monkeypatch.setattr(objects, "litellm_config", lambda *args: calls.append(1) or real(*args))
+    service = make_service("vllm", {"router": {"fallbacks": [{"llmService": "other"}]}})
+    built = desired_objects(service, UID, None, OTHER)
+    assert len(calls) == 1
+    configmap = next(o for o in built if o["kind"] == "ConfigMap")
+    deployment = next(o for o in built if o["kind"] == "Deployment" and o["metadata"]["name"].endswith("-router"))
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[CONFIG_HASH_ANNOTATION] == config_hash(configmap["data"]["config.yaml"])

@@ -8,8 +8,8 @@ All builders are pure. What the reconcile handler must read and do around them:
 - The generated master key (`<name>-router-key`, only without masterKeySecretRef) is created once:
   `generate_master_key()` then `build_router_secret(...)`, applied ONLY when the Secret does not exist
   (create, and treat 409 AlreadyExists as done). It is never patched, so it never rotates.
-- Status: `router_status(missing, ready, wanted)` gives the RouterReady condition; `status.endpoint` is
-  `router_endpoint(service)`.
+- Status: `router.status.router_status(missing, ready, wanted)` gives the RouterReady condition;
+  `status.endpoint` is `router_endpoint(service)`.
 - Scaling: the HorizontalPodAutoscaler `<name>-router` (`build_router_hpa`, applied after the Deployment)
   owns the router's replica count between spec.router.replicas and `router_max_replicas`, on CPU. The
   Deployment therefore leaves `spec.replicas` out, so server-side apply never resets what the HPA chose.
@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -47,7 +48,6 @@ from llm_operator.router.config import (
     MASTER_KEY_ENV,
     included_key_envs,
     litellm_config,
-    missing_references,
     router_metrics_enabled,
 )
 
@@ -107,27 +107,32 @@ def generate_master_key() -> str:
     return "sk-" + secrets.token_urlsafe(32)
 
 
+@dataclass(frozen=True)
+class RenderedConfig:
+    """The router's config for one plan, rendered once: the ConfigMap holds the text, the Deployment
+    carries its hash and the API-key variables the text refers to."""
+
+    text: str
+    key_envs: list[tuple[str, SecretKeyRef]]
+
+
 def render_config(
     service: LLMService,
     fallback_services: Mapping[str, LLMService],
     existing_secrets: Collection[str] | None = None,
-) -> str:
-    return yaml.safe_dump(
+) -> RenderedConfig:
+    text = yaml.safe_dump(
         litellm_config(service, fallback_services, existing_secrets), sort_keys=False, default_flow_style=False
     )
+    return RenderedConfig(text, included_key_envs(service, fallback_services, existing_secrets))
 
 
-def build_router_configmap(
-    service: LLMService,
-    uid: str | None,
-    fallback_services: Mapping[str, LLMService],
-    existing_secrets: Collection[str] | None = None,
-) -> dict[str, Any]:
+def build_router_configmap(service: LLMService, uid: str | None, config: RenderedConfig) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(service, router_name(service), uid, ROUTER_COMPONENT),
-        "data": {CONFIG_FILE: render_config(service, fallback_services, existing_secrets)},
+        "data": {CONFIG_FILE: config.text},
     }
 
 
@@ -152,17 +157,12 @@ def _secret_env(name: str, ref: SecretKeyRef, optional: bool = False) -> dict[st
     return {"name": name, "valueFrom": {"secretKeyRef": key_ref}}
 
 
-def router_env(
-    service: LLMService,
-    fallback_services: Mapping[str, LLMService],
-    existing_secrets: Collection[str] | None = None,
-) -> list[dict[str, Any]]:
+def router_env(service: LLMService, config: RenderedConfig) -> list[dict[str, Any]]:
     env = [
         # Not optional: without its key the proxy must not start (it would serve without authentication).
         _secret_env(MASTER_KEY_ENV, master_key_ref(service)),
         # Optional: a key removed later makes that fallback fail, not the whole router.
-        *(_secret_env(name, ref, optional=True) for name, ref in
-          included_key_envs(service, fallback_services, existing_secrets)),
+        *(_secret_env(name, ref, optional=True) for name, ref in config.key_envs),
         # The cost map ships with the package; the default download retries for seconds without egress.
         {"name": "LITELLM_LOCAL_MODEL_COST_MAP", "value": "True"},
         # INFO logs a line per request; the request path costs less CPU without them.
@@ -194,20 +194,14 @@ def router_max_replicas(service: LLMService) -> int:
 
 
 
-def build_router_deployment(
-    service: LLMService,
-    uid: str | None,
-    fallback_services: Mapping[str, LLMService],
-    existing_secrets: Collection[str] | None = None,
-) -> dict[str, Any]:
+def build_router_deployment(service: LLMService, uid: str | None, config: RenderedConfig) -> dict[str, Any]:
     router = service.spec.router
-    config_text = render_config(service, fallback_services, existing_secrets)
     container = {
         "name": "litellm",
         "image": router.image or IMAGE,
         "imagePullPolicy": "IfNotPresent",
         "args": router_args(),
-        "env": router_env(service, fallback_services, existing_secrets),
+        "env": router_env(service, config),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "volumeMounts": [
             {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
@@ -264,7 +258,7 @@ def build_router_deployment(
                     "labels": common_labels(service, ROUTER_COMPONENT),
                     "annotations": {
                         # A config change changes the template, so the Deployment rolls out.
-                        CONFIG_HASH_ANNOTATION: config_hash(config_text),
+                        CONFIG_HASH_ANNOTATION: config_hash(config.text),
                         **(SCRAPE_ANNOTATIONS if router_metrics_enabled(service) else {}),
                     },
                 },
@@ -330,30 +324,13 @@ def router_objects(
     """ConfigMap, Service, Deployment and HPA, in apply order (the Secret is applied apart, once)."""
     if not service.spec.router.enabled:
         return []
+    config = render_config(service, fallback_services, existing_secrets)
     return [
-        build_router_configmap(service, uid, fallback_services, existing_secrets),
+        build_router_configmap(service, uid, config),
         build_router_service(service, uid),
-        build_router_deployment(service, uid, fallback_services, existing_secrets),
+        build_router_deployment(service, uid, config),
         build_router_hpa(service, uid),
     ]
-
-
-def router_status(
-    missing: list[str], ready_replicas: int | None = None, wanted_replicas: int | None = None
-) -> tuple[str, str, str]:
-    """(status, reason, message) of the RouterReady condition.
-
-    `missing` comes from `missing_references`; `ready_replicas`/`wanted_replicas` from the router
-    Deployment (status.readyReplicas, spec.replicas); None when not known (not read yet)."""
-    if missing:
-        return ("False", "FallbackMissing",
-                "router serves the local model; missing, left out of the router until it exists: "
-                + ", ".join(missing))
-    if ready_replicas is None or wanted_replicas is None:
-        return ("Unknown", "RouterProgressing", "router Deployment not observed yet")
-    if ready_replicas < max(wanted_replicas, 1):
-        return ("False", "RouterProgressing", f"router replicas ready: {ready_replicas}/{wanted_replicas}")
-    return ("True", "RouterReady", f"router replicas ready: {ready_replicas}/{wanted_replicas}")
 
 
 __all__ = [
@@ -367,10 +344,9 @@ __all__ = [
     "build_router_service",
     "generate_master_key",
     "master_key_ref",
-    "missing_references",
+    "render_config",
     "router_args",
     "router_endpoint",
     "router_max_replicas",
     "router_objects",
-    "router_status",
 ]
