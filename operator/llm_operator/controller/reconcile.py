@@ -25,6 +25,7 @@ from llm_operator.controller.status import (
 from llm_operator.naming import master_key_secret_name
 from llm_operator.plan import Plan, make_plan
 from llm_operator.resources.pvc import pvc_change
+from llm_operator.router.config import falls_back_to, referenced_secrets, referenced_services
 from llm_operator.router.objects import build_router_secret, generate_master_key
 from llm_operator.status import compute_status
 
@@ -33,18 +34,13 @@ def _router_inputs(service: LLMService | None, namespace: str) -> tuple[dict[str
     """The fallback LLMServices that exist, and which referenced Secrets exist (names only)."""
     if service is None:
         return {}, set()
-    router = service.spec.router
     services: dict[str, LLMService] = {}
-    secret_names = {ref.name for ref in [router.master_key_secret_ref] if ref}
-    for fallback in router.fallbacks:
-        if fallback.llm_service:
-            other = kube.get_llmservice(namespace, fallback.llm_service)
-            parsed = registry.service_of(other) if other is not None else None
-            if parsed is not None:
-                services[fallback.llm_service] = parsed
-        if fallback.api_key_secret_ref:
-            secret_names.add(fallback.api_key_secret_ref.name)
-    existing = {name for name in secret_names if cache.secret_exists(namespace, name)}
+    for name in referenced_services(service):
+        other = kube.get_llmservice(namespace, name)
+        parsed = registry.service_of(other) if other is not None else None
+        if parsed is not None:
+            services[name] = parsed
+    existing = {name for name in referenced_secrets(service) if cache.secret_exists(namespace, name)}
     return services, existing
 
 
@@ -168,6 +164,6 @@ def fallback_users(namespace: str, name: str) -> list[dict]:
         if ns != namespace or body["metadata"].get("deletionTimestamp"):
             continue
         service = registry.service_of(body)
-        if service is not None and any(f.llm_service == name for f in service.spec.router.fallbacks):
+        if service is not None and falls_back_to(service, name):
             users.append(body)
     return users

@@ -116,6 +116,23 @@ def _resolve(
     return result
 
 
+def referenced_services(service: LLMService) -> list[str]:
+    """The LLMServices (same namespace) that spec.router.fallbacks names, in order."""
+    return [f.llm_service for f in service.spec.router.fallbacks if f.llm_service]
+
+
+def referenced_secrets(service: LLMService) -> set[str]:
+    """The Secrets the router references by name: its own master key, and the fallbacks' API keys."""
+    router = service.spec.router
+    refs = [router.master_key_secret_ref, *(f.api_key_secret_ref for f in router.fallbacks)]
+    return {ref.name for ref in refs if ref is not None}
+
+
+def falls_back_to(service: LLMService, name: str) -> bool:
+    """Whether `service`'s router falls back to the LLMService `name` (so it must hear of it at once)."""
+    return name in referenced_services(service)
+
+
 def missing_references(
     service: LLMService,
     fallback_services: Mapping[str, LLMService],

@@ -143,3 +143,18 @@ def test_config_is_deterministic() -> None:
 
     assert build() == build()
     assert repr(build()) == repr(build())
+
+
+def test_what_the_router_references_by_name() -> None:
+    from llm_operator.router.config import falls_back_to, referenced_secrets, referenced_services
+
+    llm = make_service("vllm", {"router": {
+        "masterKeySecretRef": {"name": "team-key", "key": "k"},
+        "fallbacks": [{"llmService": "b"},
+                      {"model": "openai/gpt-4o", "apiKeySecretRef": {"name": "openai", "key": "k"}},
+                      {"llmService": "c"}],
+    }})
+    assert referenced_services(llm) == ["b", "c"]
+    assert referenced_secrets(llm) == {"team-key", "openai"}
+    assert falls_back_to(llm, "c") and not falls_back_to(llm, "openai")
+    assert referenced_services(make_service("vllm")) == [] and referenced_secrets(make_service("vllm")) == set()
