@@ -8,6 +8,7 @@ uses the snake_case attribute names.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
@@ -18,6 +19,7 @@ from llm_operator.api.engine_rules import TENSOR_PARALLEL_SIZE, engine_rules
 from llm_operator.api.quantity import PARAMETER_COUNT_PATTERN, Quantity, parse_parameter_count
 from llm_operator.api.rules import Rule, Value
 from llm_operator.engines import ENGINES
+from llm_operator.engines import Engine as EngineDescriptor
 
 # The API's derived values, re-exported (they live with the engines, which must not import the API).
 from llm_operator.engines.base import effective_tensor_parallel_size as effective_tensor_parallel_size
@@ -51,6 +53,16 @@ GGUF_VARIANT = r"^[A-Za-z0-9_]+$"
 
 MAX_FALLBACKS = 8
 API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def per_engine(field: str) -> str:
+    """How each engine applies a spec field, from the engine descriptors: "vLLM: --max-model-len; ..."."""
+    return "; ".join(f"{e.title}: {e.field_docs[field]}" for e in ENGINES.values() if field in e.field_docs) + "."
+
+
+def engines_where(test: Callable[[EngineDescriptor], bool]) -> str:
+    """The engine names for which `test` holds, as "vllm, sglang"."""
+    return ", ".join(e.name for e in ENGINES.values() if test(e)) or "none"
 
 
 def _add_cel_rules(schema: dict[str, Any], model: type[BaseModel]) -> None:
@@ -140,20 +152,18 @@ class Model(SpecModel):
 
     name: str = Field(
         min_length=1, max_length=512,
-        description="Required. The model to serve: a Hugging Face repo id "
-        "(meta-llama/Llama-3.1-8B-Instruct) for vllm and tgi, or an Ollama tag (qwen2.5:7b-instruct-q4_K_M) "
-        "for ollama. vLLM: the model argument of `vllm serve`; TGI: --model-id; Ollama: pulled with "
-        "`ollama pull` before the Pod is Ready.",
+        description="Required. The model to serve: a Hugging Face repo id (meta-llama/Llama-3.1-8B-Instruct), "
+        "or for ollama a tag. " + per_engine("model.name"),
     )
     served_name: str | None = Field(
         default=None, max_length=253,
-        description="The name clients send as \"model\" in OpenAI-style requests. vLLM: "
-        "--served-model-name; TGI and Ollama: the router's alias. Default: the LLMService's metadata.name.",
+        description="The name clients send as \"model\" in OpenAI-style requests. "
+        + per_engine("model.servedName") + " Default: the LLMService's metadata.name.",
     )
     revision: str | None = Field(
         default=None, max_length=253,
-        description="Hugging Face revision (branch, tag or commit) to pin. vLLM and TGI: --revision; "
-        "ignored by ollama. Empty or unset: the repository's default branch.",
+        description="Hugging Face revision (branch, tag or commit) to pin. " + per_engine("model.revision")
+        + " Empty or unset: the repository's default branch.",
     )
     parameters: str | None = Field(
         default=None, max_length=32, pattern=PARAMETER_COUNT_PATTERN,
@@ -163,8 +173,8 @@ class Model(SpecModel):
     )
     token_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Secret key holding a Hugging Face token for gated or private models; becomes the "
-        "HF_TOKEN environment variable (vllm and tgi).",
+        description="Secret key holding a Hugging Face token for gated or private models, passed as an "
+        "environment variable from the Secret (never copied). " + per_engine("model.tokenSecretRef"),
     )
 
     def parameter_count(self) -> float | None:
@@ -178,9 +188,8 @@ class Quantization(SpecModel):
 
     method: QuantizationMethod = Field(
         default="none",
-        description="none | awq | gptq | bitsandbytes | fp8 | gguf. vLLM: --quantization <method>; "
-        "TGI: --quantize <method> (bitsandbytes with bits 4 becomes bitsandbytes-nf4); Ollama: only none "
-        "(the tag's own quantization) or gguf. TGI cannot load gguf. Default: none (16-bit weights).",
+        description="none | awq | gptq | bitsandbytes | fp8 | gguf. " + per_engine("quantization.method")
+        + " Default: none (16-bit weights).",
     )
     bits: int | None = Field(
         default=None, ge=1, le=8,
@@ -295,35 +304,36 @@ class Serving(SpecModel):
 
     max_model_len: int | None = Field(
         default=None, ge=1,
-        description="Context length: prompt plus generated tokens per request. vLLM: --max-model-len; "
-        "TGI: --max-total-tokens; Ollama: OLLAMA_CONTEXT_LENGTH. Unset: the engine's default "
-        "(usually the model's full context, which needs the most KV-cache memory).",
+        description="Context length: prompt plus generated tokens per request. " + per_engine("serving.maxModelLen")
+        + " Unset: the engine's default (usually the model's full context, which needs the most KV-cache memory).",
     )
     max_input_tokens: int | None = Field(
         default=None, ge=1,
-        description="tgi only: the longest prompt accepted, TGI --max-input-tokens. Must be less than "
-        "maxModelLen. Rejected for vllm and ollama.",
+        description="The longest prompt accepted; must be less than maxModelLen. "
+        + per_engine("serving.maxInputTokens") + " Rejected for "
+        + engines_where(lambda e: "maxInputTokens" not in e.capabilities.settings) + ".",
     )
     gpu_memory_utilization: float | None = Field(
         default=None, gt=0, le=1,
-        description="vllm only: the fraction of each GPU's memory vLLM may use for weights and KV cache, "
-        "in (0, 1]; vLLM --gpu-memory-utilization. Unset: vLLM's default 0.9. Rejected for tgi and ollama.",
+        description="The fraction of each GPU's memory the engine may use for weights and KV cache, in (0, 1]. "
+        + per_engine("serving.gpuMemoryUtilization") + " Rejected for "
+        + engines_where(lambda e: "gpuMemoryUtilization" not in e.capabilities.settings) + ".",
     )
     tensor_parallel_size: int | None = Field(
         default=None, ge=1, le=64,
-        description="GPUs one model is split across. vLLM: --tensor-parallel-size; TGI: --num-shard; "
-        "ollama: only 1. At most resources.gpus. Default: resources.gpus (1 on CPU).",
+        description="GPUs one model is split across. " + per_engine("serving.tensorParallelSize")
+        + " At most resources.gpus. Default: resources.gpus (1 on CPU).",
     )
     enable_prefix_caching: bool | None = Field(
         default=None,
-        description="vllm only: reuse the KV cache of shared prompt prefixes (a consistent system prompt), "
-        "vLLM --enable-prefix-caching (false: --no-enable-prefix-caching). Unset: the engine's default. "
-        "true is rejected for tgi and ollama.",
+        description="Reuse the KV cache of shared prompt prefixes (a consistent system prompt). "
+        + per_engine("serving.enablePrefixCaching") + " Unset: the engine's default. true is rejected for "
+        + engines_where(lambda e: "enablePrefixCaching" not in e.capabilities.settings) + ".",
     )
     max_concurrent_requests: int | None = Field(
         default=None, ge=1,
-        description="Requests processed at once per replica. vLLM: --max-num-seqs; TGI: "
-        "--max-concurrent-requests; Ollama: OLLAMA_NUM_PARALLEL. Unset: the engine's default.",
+        description="Requests processed at once per replica. " + per_engine("serving.maxConcurrentRequests")
+        + " Unset: the engine's default.",
     )
     extra_args: list[Annotated[str, Field(max_length=4096)]] = Field(
         default_factory=list, max_length=64,
@@ -389,12 +399,13 @@ class Autoscaling(SpecModel):
     )
     target_kv_cache_usage: float = Field(
         default=0.8, gt=0, le=1, alias="targetKVCacheUsage",
-        description="Fraction of the KV cache in use to aim for, in (0, 1]. Read from vLLM's metrics only; "
-        "ignored for tgi and ollama. Default: 0.8.",
+        description="Fraction of the KV cache in use to aim for, in (0, 1]. Read from the engines that export "
+        "it (" + engines_where(lambda e: bool(e.metrics.kv_cache)) + "); ignored for the others. Default: 0.8.",
     )
     target_prompt_tokens_per_second: int | None = Field(
         default=None, ge=1, le=10_000_000,
-        description="Prompt tokens per second one replica can prefill. When set (vllm and tgi), the operator "
+        description="Prompt tokens per second one replica can prefill. When set ("
+        + engines_where(lambda e: bool(e.metrics.prompt_tokens)) + "), the operator "
         "provisions for the peak prompt-token rate of the last 15 minutes, with 10% headroom, "
         "so capacity added for one burst is there for the next; it catches bursts before a queue forms. "
         "About 20000 for an 8B model on one H100 and 8000 on one A100 (see bench/README.md); measure your "
@@ -673,7 +684,7 @@ class ObjectMeta(BaseModel):
 
 
 class LLMService(BaseModel):
-    """An LLMService: serve one large language model with vLLM, TGI or Ollama behind a LiteLLM router."""
+    """An LLMService: serve one large language model with one inference engine behind a LiteLLM router."""
 
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 

@@ -127,6 +127,9 @@ class Engine:
     managed_flags: Mapping[str, str | None]
     """Flags the operator sets from the spec -> the field that sets them (None: the operator itself).
     Passing one again in extraArgs would contradict the spec, so it is refused."""
+    field_docs: Mapping[str, str] = field(default_factory=dict)
+    """How the engine applies each spec field (`serving.maxModelLen` -> `--max-model-len`): the CRD's
+    field descriptions list these for every engine."""
     metrics: EngineMetrics = EngineMetrics()
     capabilities: Capabilities = Capabilities()
     problems: Callable[[LLMService], list[str]] = lambda service: []

@@ -113,6 +113,14 @@ ENGINE = Engine(
     container=container,
     upstream_model=model_tag,
     managed_flags={},  # settings are environment variables; `serve` takes no flags
+    field_docs={
+        "model.name": "a tag (qwen2.5:7b-instruct-q4_K_M), pulled with `ollama pull` before the Pod is Ready",
+        "model.servedName": "the router's alias", "model.revision": "ignored",
+        "model.tokenSecretRef": "not used (tags come from the Ollama registry)",
+        "quantization.method": "none (the tag's own quantization) or gguf only",
+        "serving.maxModelLen": "OLLAMA_CONTEXT_LENGTH", "serving.tensorParallelSize": "only 1",
+        "serving.maxConcurrentRequests": "OLLAMA_NUM_PARALLEL",
+    },
     # No Prometheus metrics: the router's in-flight gauge stands in for the queue.
     capabilities=Capabilities(
         quantization=("none", "gguf"),

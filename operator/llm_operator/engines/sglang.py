@@ -99,6 +99,15 @@ ENGINE = Engine(
         "--host": None, "--port": None, "--tp-size": "serving.tensorParallelSize",
         "--tensor-parallel-size": "serving.tensorParallelSize", "--quantization": "quantization.method",
     },
+    field_docs={
+        "model.name": "--model-path", "model.servedName": "--served-model-name", "model.revision": "--revision",
+        "model.tokenSecretRef": "HF_TOKEN", "quantization.method": "--quantization <method> (no gguf)",
+        "serving.maxModelLen": "--context-length",
+        "serving.gpuMemoryUtilization": "--mem-fraction-static (default: sized from the GPU's memory)",
+        "serving.tensorParallelSize": "--tp-size",
+        "serving.enablePrefixCaching": "on by default (RadixAttention); false: --disable-radix-cache",
+        "serving.maxConcurrentRequests": "--max-running-requests",
+    },
     # Scheduler gauges come from TP rank 0 only (one series per Pod); the token counter has one series
     # per `is_streaming` value, which the autoscaler adds up.
     metrics=EngineMetrics(

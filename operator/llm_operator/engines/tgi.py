@@ -84,6 +84,13 @@ ENGINE = Engine(
         "--model-id": "model.name", "--hostname": None, "--port": None,
         "--num-shard": "serving.tensorParallelSize", "--quantize": "quantization.method",
     },
+    field_docs={
+        "model.name": "--model-id", "model.servedName": "the router's alias", "model.revision": "--revision",
+        "model.tokenSecretRef": "HF_TOKEN",
+        "quantization.method": "--quantize <method> (bitsandbytes with bits 4 becomes bitsandbytes-nf4; no gguf)",
+        "serving.maxModelLen": "--max-total-tokens", "serving.maxInputTokens": "--max-input-tokens",
+        "serving.tensorParallelSize": "--num-shard", "serving.maxConcurrentRequests": "--max-concurrent-requests",
+    },
     # https://huggingface.co/docs/text-generation-inference/reference/metrics
     metrics=EngineMetrics(
         waiting=("tgi_queue_size",), running=("tgi_batch_current_size",), prompt_tokens="tgi_request_input_length_sum"

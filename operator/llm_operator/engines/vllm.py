@@ -97,6 +97,15 @@ ENGINE = Engine(
         "--model": "model.name", "--served-model-name": "model.servedName", "--host": None, "--port": None,
         "--tensor-parallel-size": "serving.tensorParallelSize", "--quantization": "quantization.method",
     },
+    field_docs={
+        "model.name": "the model argument of `vllm serve`", "model.servedName": "--served-model-name",
+        "model.revision": "--revision", "model.tokenSecretRef": "HF_TOKEN",
+        "quantization.method": "--quantization <method>", "serving.maxModelLen": "--max-model-len",
+        "serving.gpuMemoryUtilization": "--gpu-memory-utilization (default 0.9)",
+        "serving.tensorParallelSize": "--tensor-parallel-size",
+        "serving.enablePrefixCaching": "--enable-prefix-caching (false: --no-enable-prefix-caching)",
+        "serving.maxConcurrentRequests": "--max-num-seqs",
+    },
     # https://docs.vllm.ai/en/stable/design/metrics.html; vLLM 0.10 renamed gpu_cache_usage_perc.
     metrics=EngineMetrics(
         waiting=("vllm:num_requests_waiting",),

@@ -30,6 +30,21 @@ def test_descriptor_is_complete(name: str) -> None:
     assert "none" in engine.capabilities.quantization
 
 
+COMMON_FIELDS = ("model.name", "model.servedName", "model.revision", "model.tokenSecretRef", "quantization.method",
+                 "serving.maxModelLen", "serving.tensorParallelSize", "serving.maxConcurrentRequests")
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_every_engine_documents_how_it_applies_the_common_fields(name: str) -> None:
+    """The CRD's field descriptions list each engine's flag; a new engine cannot leave a gap."""
+    docs = ENGINES[name].field_docs
+    assert set(COMMON_FIELDS) <= set(docs), set(COMMON_FIELDS) - set(docs)
+    settings = {f"serving.{setting}" for setting in ENGINES[name].capabilities.settings}
+    assert settings <= set(docs), settings - set(docs)
+    assert set(docs) <= {*COMMON_FIELDS, "serving.maxInputTokens", "serving.gpuMemoryUtilization",
+                         "serving.enablePrefixCaching"}
+
+
 @pytest.mark.parametrize("name", ENGINES)
 def test_every_managed_flag_that_the_builder_always_sets_is_refused_in_extra_args(name: str) -> None:
     service = make_service(name)
