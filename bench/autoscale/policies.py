@@ -168,22 +168,25 @@ class OurPolicy:
         self.state = ScalerState(replicas=config.min_replicas)
         self.history: deque[Sample] = deque()
         self.last_reason = ""
-        self.last_counter: tuple[float, float] | None = None  # (time, vllm:prompt_tokens_total) of the last scrape
+        self.last_scrape: ClusterView | None = None  # the counters of the last scrape
         self.keep_s = max(config.window_s, config.prompt_rate_peak_window_s)
 
     def initial_replicas(self) -> int:
         return self.config.min_replicas
 
-    def prompt_rate(self, view: ClusterView) -> float | None:
-        """irate(vllm:prompt_tokens_total[1m]): the counter's increase between the last two scrapes."""
-        previous, self.last_counter = self.last_counter, (view.now, view.prompt_tokens_total)
-        if previous is None or view.now <= previous[0]:
-            return None
-        return (view.prompt_tokens_total - previous[1]) / (view.now - previous[0])
+    def rates(self, view: ClusterView) -> dict[str, float | None]:
+        """irate() of each counter: its increase between the last two scrapes, per second."""
+        previous, self.last_scrape = self.last_scrape, view
+        names = {"prompt_tokens_per_s": "prompt_tokens_total", "first_tokens_per_s": "first_tokens_total",
+                 "prefill_seconds_per_s": "prefill_seconds_total", "queue_seconds_per_s": "queue_seconds_total"}
+        if previous is None or view.now <= previous.now:
+            return dict.fromkeys(names)
+        elapsed = view.now - previous.now
+        return {rate: (getattr(view, total) - getattr(previous, total)) / elapsed for rate, total in names.items()}
 
     def decide(self, view: ClusterView) -> int:
         engines_report = view.ready > 0
-        rate = self.prompt_rate(view)
+        rates = {name: value if engines_report else None for name, value in self.rates(view).items()}
         self.history.append(
             Sample(
                 timestamp=view.now,
@@ -194,7 +197,7 @@ class OurPolicy:
                 kv_cache_usage=view.kv_usage,
                 gpu_utilization=view.gpu_util,
                 router_in_flight=view.router_in_flight,
-                prompt_tokens_per_s=rate if engines_report else None,
+                **rates,
             )
         )
         while self.history[0].timestamp < view.now - self.keep_s:
@@ -269,8 +272,10 @@ def provisioned_schedule(need: np.ndarray, segment_s: int, horizon: int, cold_st
     return _forward_window_max(per_second, int(cold_start_s) + 1).astype(np.int64)
 
 
-def misses_per_segment(arrival_s: np.ndarray, ttft_s: np.ndarray, slo_ttft_s: float, segments: int, segment_s: int):
-    """Requests that miss the TTFT objective (or are never served), counted by arrival segment."""
+def misses_per_segment(
+    arrival_s: np.ndarray, ttft_s: np.ndarray, slo_ttft_s: float | np.ndarray, segments: int, segment_s: int
+):
+    """Requests that miss their TTFT deadline (or are never served), counted by arrival segment."""
     missed = ~(np.nan_to_num(ttft_s, nan=np.inf) <= slo_ttft_s)
     index = np.minimum((arrival_s[missed] // segment_s).astype(np.int64), segments - 1)
     return np.bincount(index, minlength=segments)

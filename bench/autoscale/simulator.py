@@ -57,6 +57,13 @@ class ClusterView:
     # vllm:prompt_tokens_total summed over every replica: prompt tokens whose prefill has finished (vLLM
     # counts a prompt when its first token is out). A counter; policies take its rate between scrapes.
     prompt_tokens_total: float = 0.0
+    # The latency histograms' _count and _sum as counters: vllm:time_to_first_token_seconds_count (first
+    # tokens out), vllm:request_prefill_time_seconds_sum and vllm:request_queue_time_seconds_sum. vLLM
+    # observes the last two when a request finishes; here they count at its first token (the policy
+    # sums them over 15 minutes, where the lag of one decode changes little).
+    first_tokens_total: float = 0.0
+    prefill_seconds_total: float = 0.0
+    queue_seconds_total: float = 0.0
 
 
 class Policy(Protocol):
@@ -96,6 +103,18 @@ class _Requests:
         with np.errstate(invalid="ignore"):
             return float(self._prompt[self._arrival + self.ttft <= now].sum())
 
+    def counters(self, now: float) -> dict[str, float]:
+        """The engines' counters at `now` over the requests whose first token is out."""
+        with np.errstate(invalid="ignore"):
+            done = self._arrival + self.ttft <= now
+        wait = self.queue_wait[done]
+        return {
+            "prompt_tokens_total": float(self._prompt[done].sum()),
+            "first_tokens_total": float(done.sum()),
+            "prefill_seconds_total": float((self.ttft[done] - wait).sum()),
+            "queue_seconds_total": float(wait.sum()),
+        }
+
 
 class Replica:
     def __init__(self, hardware: Hardware, ready_at: float):
@@ -113,9 +132,10 @@ class Replica:
         return len(self.waiting) + len(self.remaining)
 
     def kv_usage(self) -> float:
-        """Share of the KV cache holding tokens (what vllm:kv_cache_usage_perc reports)."""
-        resident = float((self.kv_tokens - self.remaining).sum())
-        return resident / self.hardware.kv_capacity_tokens
+        """Share of the KV cache taken (what vllm:kv_cache_usage_perc reports): here the reservations, since
+        they are what admits or blocks a request in this model; vLLM allocates blocks as tokens come and
+        preempts when full, so its gauge tracks the same limit."""
+        return self.kv_reserved / self.hardware.kv_capacity_tokens
 
     def advance(self, start: float, requests: _Requests) -> None:
         """Run the engine from `start` for one tick."""
@@ -277,7 +297,7 @@ def simulate(
         if tick >= horizon and fleet.idle():
             break
         if tick < horizon and tick % policy.period_s == 0:
-            view = replace(fleet.view(now), prompt_tokens_total=requests.prompt_tokens_done(now))
+            view = replace(fleet.view(now), **requests.counters(now))
             if on_tick is not None:
                 on_tick(view)
             target = _bounded(policy.decide(view), settings)

@@ -71,3 +71,21 @@ def load_trace(path: str | Path, speedup: float = 1.0) -> Trace:
     path = Path(path)
     reader = read_jsonl if path.suffix in {".jsonl", ".json"} else read_azure_csv
     return make_trace(path.stem, *reader(path), speedup=speedup)
+
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+AZURE = {"azure-code": DATA / "AzureLLMInferenceTrace_code.csv", "azure-conv": DATA / "AzureLLMInferenceTrace_conv.csv"}
+
+
+def load_named(spec: str | Path, speedup: float = 1.0) -> Trace:
+    """`azure-code`, `azure-conv`, `stress:<generator>` (bench/autoscale/stress.py) or a trace file."""
+    text = str(spec)
+    if text in AZURE:
+        return load_trace(AZURE[text], speedup)
+    if text.startswith("stress:"):
+        from bench.autoscale.stress import generate  # stress builds on this module
+
+        trace = generate(text.removeprefix("stress:"))
+        return trace if speedup == 1.0 else make_trace(trace.name, trace.arrival_s, trace.prompt_tokens,
+                                                       trace.output_tokens, speedup)
+    return load_trace(text, speedup)

@@ -151,3 +151,37 @@ def test_prometheus_sample_adds_up_every_pods_series(
 def test_prometheus_that_does_not_answer_raises_so_the_policy_holds() -> None:
     with pytest.raises(MetricsUnavailable):
         PrometheusMetrics("http://127.0.0.1:9", timeout=2).sample("vllm", "ns", ["p"], starting=0, router_pods=[])
+
+
+@pytest.mark.parametrize(("engine", "series", "expected_prefill"), [
+    # vLLM has a prefill-time histogram; SGLang's prefill is its TTFT minus its queue time.
+    ("vllm", {"vllm:time_to_first_token_seconds_count": 10, "vllm:time_to_first_token_seconds_sum": 6,
+              "vllm:request_prefill_time_seconds_sum": 4, "vllm:request_queue_time_seconds_sum": 2}, 4 / 10),
+    ("sglang", {"sglang:time_to_first_token_seconds_count": 10, "sglang:time_to_first_token_seconds_sum": 6,
+                "sglang:queue_time_seconds_sum": 2}, 4 / 10),
+])
+def test_prometheus_reads_the_engines_latency_histograms(
+    cluster: Cluster, namespace: str, prometheus: PrometheusServer, scrape_targets: PodTargets,
+    engine: str, series: dict[str, float], expected_prefill: float,
+) -> None:
+    """Each second every counter grows by its step: 10 first tokens, their TTFT, prefill and queue seconds."""
+    pods = kwok_pods(cluster, namespace, 1)
+    metrics = PrometheusMetrics(prometheus.url)
+    with MetricsStandIn() as standin:
+        totals = dict.fromkeys(series, 0.0)
+        standin.set(**totals)
+        scrape_targets.map(namespace, "app=io", standin.address)
+        sample = None
+        for _ in range(60):
+            time.sleep(1.0)
+            totals = {name: value + series[name] for name, value in totals.items()}
+            standin.set(**totals)
+            sample = metrics.sample(engine, namespace, pods, starting=0, router_pods=[])
+            if sample.first_tokens_per_s:
+                break
+        assert sample is not None and sample.first_tokens_per_s
+        # irate over scrapes 2 s apart of counters that grow every second: the per-second step, give or take
+        # a step that landed between scrapes.
+        assert sample.prefill_seconds_per_s / sample.first_tokens_per_s == pytest.approx(expected_prefill, rel=0.3)
+        assert sample.queue_seconds_per_s / sample.first_tokens_per_s == pytest.approx(0.2, rel=0.3)
+    scrape_targets.unmap(namespace)

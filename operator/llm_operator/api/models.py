@@ -378,8 +378,8 @@ class Storage(SpecModel):
 
 
 class Autoscaling(SpecModel):
-    """Replica autoscaling on queue depth, GPU utilization and KV-cache use. When enabled, the
-    operator owns the replica count and spec.replicas is ignored."""
+    """Replica autoscaling on time to first token, queue depth, GPU utilization and KV-cache use. When
+    enabled, the operator owns the replica count and spec.replicas is ignored."""
 
     enabled: bool = Field(
         default=False, description="Scale the engine between minReplicas and maxReplicas. Default: false."
@@ -410,6 +410,15 @@ class Autoscaling(SpecModel):
         "so capacity added for one burst is there for the next; it catches bursts before a queue forms. "
         "About 20000 for an 8B model on one H100 and 8000 on one A100 (see bench/README.md); measure your "
         "model. Unset (default): off, and replicas follow the queue, KV-cache and GPU signals.",
+    )
+    target_time_to_first_token_seconds: float = Field(
+        default=2, ge=0, le=600,
+        description="Time to first token to aim for, in seconds, on top of each prompt's own prefill time "
+        "(which no replica count removes): enough replicas that 99% of requests start their prefill within "
+        "it. The operator learns what a replica can do from the engine's own latency histograms (engines: "
+        + engines_where(lambda e: e.metrics.first_token_seconds is not None) + ") over the last 15 minutes, "
+        "so it needs no per-model or per-GPU setting, and provisions for the busiest moment of those 15 "
+        "minutes. 0 turns it off. Default: 2.",
     )
     scale_up_stabilization_seconds: int = Field(
         default=0, ge=0, le=3600,

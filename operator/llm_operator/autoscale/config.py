@@ -23,6 +23,11 @@ def policy_config(spec: LLMServiceSpec) -> PolicyConfig:
         # The prompt-rate peak window stays at the policy's tuned 900 s; scaleDownDelaySeconds alone sets
         # how much longer capacity outlives demand (bench/README.md: 900 s for bursty traffic).
         # Opt-in: a replica's prefill rate depends on the model and GPU. Ollama exports no counter.
+        # Needs the engine's TTFT histogram and a way to tell prefill from queueing.
+        target_ttft_s=(
+            float(scaling.target_time_to_first_token_seconds) or None
+            if metrics.first_token_seconds and (metrics.prefill_seconds or metrics.queue_seconds) else None
+        ),
         prompt_tokens_per_s_per_replica=(
             None if not metrics.prompt_tokens or scaling.target_prompt_tokens_per_second is None
             else float(scaling.target_prompt_tokens_per_second)

@@ -83,6 +83,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import pairwise
 
+from llm_operator.autoscale.queueing import mean_wait, replicas_for_mix
+
+# Request-seconds of waiting the queueing model must expect in the window before the measured waits
+# correct it: below that, both are noise.
+MIN_WAIT_EVIDENCE_S = 5.0
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
@@ -123,6 +129,21 @@ class PolicyConfig:
     # The caller must pass at least this much history. The bench: 600 s misses the SLO on bursty
     # traffic, 1200 s costs 7-10 % more GPU-hours than 900 s.
     prompt_rate_peak_window_s: float = 900.0
+    # spec.autoscaling.targetTimeToFirstTokenSeconds: how long a request may wait for its prefill to start
+    # (its own prefill comes on top), for `ttft_attainment` of requests; None turns the signal off.
+    target_ttft_s: float | None = 2.0
+    ttft_attainment: float = 0.99
+    # Squared coefficient of variation of prefill times the queueing model assumes: LLM prompt lengths are
+    # roughly log-normal, whose SCV exceeds the exponential's 1 (the Azure traces: 1.5 to 3).
+    prefill_scv: float = 2.0
+    # Fewer first tokens than this in the peak window: too little to measure prefill time; signal off.
+    min_requests_for_capacity: int = 20
+    # Raise the SCV to what the measured queue waits show (see _effective_scv).
+    learn_scv: bool = True
+    # Consecutive samples averaged into one arrival rate (2 x 15 s scrapes).
+    demand_smoothing_samples: int = 2
+    # Size the KV-cache signal for the peak of the trailing window too, not only the last 30 s.
+    kv_peak_hold: bool = True
 
 
 @dataclass(frozen=True)
@@ -140,6 +161,13 @@ class Sample:
     # Prompt tokens the engines prefilled per second, summed over the replicas, over the last scrape
     # interval: sum(irate(vllm:prompt_tokens_total[1m])) or TGI's tgi_request_input_length_sum.
     prompt_tokens_per_s: float | None = None
+    # The engines' own latency histograms, as rates over the last scrape interval summed over the ready
+    # replicas: first tokens per second (vllm:time_to_first_token_seconds_count) and seconds of prefill
+    # (vllm:request_prefill_time_seconds_sum) and of queueing (vllm:request_queue_time_seconds_sum) that
+    # the requests they cover spent, per second.
+    first_tokens_per_s: float | None = None
+    prefill_seconds_per_s: float | None = None
+    queue_seconds_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -212,13 +240,20 @@ def decide(history: Sequence[Sample], state: ScalerState, config: PolicyConfig, 
         return _unchanged(state, f"waiting for {newest.starting_replicas} starting replicas to be ready")
 
     rate = _prompt_rate(history, newest, config)
-    recommendation = _recommend(window, rate, config)
+    demand = _first_token_demand(history, newest, config)
+    recommendation = _recommend(window, rate, demand, _kv_peak(history, newest, config), config)
     if recommendation is None:
         return _hold(state, "no demand signal in the metrics (queue, KV cache, GPU utilization)")
     if recommendation.replicas < current and _queue_signal_missing(window):
         return _hold(state, "queue metric missing: not scaling down on partial data")
     if recommendation.replicas < current and rate is not None and rate.gap:
         return _hold(state, f"prompt-token rate {rate.gap}: not scaling down on partial data")
+    if recommendation.replicas < current and demand is not None and demand.gap:
+        return _hold(state, f"first-token latency history {demand.gap}: not scaling down on partial data")
+    if recommendation.replicas < current and newest.starting_replicas:
+        # The replicas a scale-up asked for are not serving yet: the load they are for is not measured.
+        return _unchanged(_reset_timers(state), f"{recommendation.reason}; waiting for "
+                          f"{newest.starting_replicas} starting replicas before scaling down")
     return _apply_timers(state, recommendation, config, now)
 
 
@@ -278,6 +313,107 @@ def _prompt_rate(history: Sequence[Sample], newest: Sample, config: PolicyConfig
     return _PromptRate(peak=max(rate for _, rate in times), gap=gap)
 
 
+@dataclass(frozen=True)
+class _Demand:
+    """What the engines' latency histograms say about the fleet the TTFT target needs."""
+
+    replicas: int  # the most any sample of the peak window needed
+    arrival_rate: float  # requests/s of that sample, with its backlog
+    mean_prefill_s: float  # learned from the whole window
+    scv: float  # the service variability the waits showed (at least the prior)
+    gap: str  # why the window is incomplete ("" when complete)
+
+
+def _first_token_demand(history: Sequence[Sample], newest: Sample, config: PolicyConfig) -> _Demand | None:
+    """Replicas for the TTFT target, sized from the engines' own numbers over the trailing peak window.
+
+    The mean prefill time is measured (prefill seconds per first token, summed over the window), so the
+    capacity of a replica is learned from the model, GPU and traffic as they are, not configured. Each
+    sample's demand is its first tokens per second plus its backlog (the waiting requests must start
+    within the target); the M/G/c model (`queueing.replicas_for_wait`) turns it into replicas, and the
+    highest of the window wins, so the capacity one burst needed is there for the next.
+    """
+    if not config.target_ttft_s:
+        return None
+    start = newest.timestamp - config.prompt_rate_peak_window_s
+    usable = sorted(
+        (sample for sample in history if start <= sample.timestamp <= newest.timestamp
+         and sample.first_tokens_per_s is not None and sample.prefill_seconds_per_s is not None),
+        key=lambda sample: sample.timestamp,
+    )
+    if not usable:
+        return None
+    intervals = [later.timestamp - earlier.timestamp for earlier, later in pairwise(usable)] or [0.0]
+    interval = sorted(intervals)[len(intervals) // 2]
+    first_tokens = sum(sample.first_tokens_per_s or 0.0 for sample in usable)
+    if first_tokens * max(interval, 1.0) < config.min_requests_for_capacity:
+        return None
+    mean_prefill = sum(sample.prefill_seconds_per_s or 0.0 for sample in usable) / first_tokens
+    if mean_prefill <= 0:
+        return None
+    tail = 1.0 - config.ttft_attainment
+    scv = _effective_scv(usable, mean_prefill, max(interval, 1.0), config)
+    arrivals = _arrival_rates(usable, config.demand_smoothing_samples)
+    replicas = replicas_for_mix(arrivals, mean_prefill, scv, config.target_ttft_s, tail)
+    best = (replicas, max(arrivals))
+    gap = ""
+    if newest.first_tokens_per_s is None:
+        gap = "missing from the newest sample"
+    elif usable[0].timestamp > start + config.stale_after_s:
+        gap = f"known for {usable[-1].timestamp - usable[0].timestamp:.0f} of {config.prompt_rate_peak_window_s:.0f} s"
+    elif any(later.timestamp - earlier.timestamp > config.stale_after_s for earlier, later in pairwise(usable)):
+        gap = f"has a gap longer than {config.stale_after_s:.0f} s"
+    return _Demand(replicas=best[0], arrival_rate=best[1], mean_prefill_s=mean_prefill, scv=scv, gap=gap)
+
+
+def _kv_peak(history: Sequence[Sample], newest: Sample, config: PolicyConfig) -> float | None:
+    """The most KV cache in use over the trailing peak window, in replicas' worth (ready x mean use): the
+    decode load a burst brought, kept through the window as the TTFT demand is."""
+    if not config.kv_peak_hold or not config.target_kv_cache_usage:
+        return None
+    start = newest.timestamp - config.prompt_rate_peak_window_s
+    used = [sample.ready_replicas * sample.kv_cache_usage for sample in history
+            if start <= sample.timestamp <= newest.timestamp and sample.kv_cache_usage is not None]
+    return max(used) if used else None
+
+
+def _arrival_rates(samples: Sequence[Sample], smoothing: int) -> list[float]:
+    """Requests arriving per second at each sample: the first tokens served plus the growth of the queue
+    (what arrived and was not served), averaged over `smoothing` consecutive samples so that the Poisson
+    noise of one scrape interval does not read as a burst."""
+    raw = []
+    for previous, sample in zip([None, *samples[:-1]], samples, strict=True):
+        growth = 0.0
+        if previous is not None and sample.timestamp > previous.timestamp:
+            growth = max(0.0, ((sample.waiting_requests or 0.0) - (previous.waiting_requests or 0.0))
+                         / (sample.timestamp - previous.timestamp))
+        raw.append((sample.first_tokens_per_s or 0.0) + growth)
+    width = max(1, smoothing)
+    return [sum(raw[max(0, i - width + 1):i + 1]) / len(raw[max(0, i - width + 1):i + 1]) for i in range(len(raw))]
+
+
+def _effective_scv(samples: Sequence[Sample], mean_prefill: float, interval: float, config: PolicyConfig) -> float:
+    """The service variability that makes the queueing model predict the waits the engines measured.
+
+    One shared queue is the model, but the router sends each request to one replica's own queue, where it
+    can sit behind a long prompt while another replica idles; a heavy tail of prompt lengths adds to
+    that. Both show up as waits longer than M/M/c predicts. Over the window, the measured queue seconds
+    over the M/M/c prediction for the same ready replicas and load is (1 + SCV) / 2 (Allen-Cunneen); it
+    is used when the model expected at least MIN_WAIT_EVIDENCE_S of waiting, and never below the prior.
+    """
+    measured = predicted = 0.0
+    for sample in samples:
+        if sample.queue_seconds_per_s is None or not sample.ready_replicas or not sample.first_tokens_per_s:
+            continue
+        expected = mean_wait(sample.ready_replicas, sample.first_tokens_per_s, mean_prefill)
+        if math.isfinite(expected):
+            measured += sample.queue_seconds_per_s * interval
+            predicted += expected * sample.first_tokens_per_s * interval
+    if predicted < MIN_WAIT_EVIDENCE_S or not config.learn_scv:
+        return config.prefill_scv
+    return max(config.prefill_scv, 2.0 * measured / predicted - 1.0)
+
+
 def _ratio_replicas(ready: int, value: float, target: float, tolerance: float) -> int:
     ratio = value / target
     if abs(ratio - 1.0) <= tolerance:
@@ -286,11 +422,22 @@ def _ratio_replicas(ready: int, value: float, target: float, tolerance: float) -
 
 
 def _signal_recommendations(
-    window: Sequence[Sample], rate: _PromptRate | None, config: PolicyConfig
+    window: Sequence[Sample], rate: _PromptRate | None, demand: _Demand | None, kv_peak: float | None,
+    config: PolicyConfig,
 ) -> list[_Recommendation]:
     ready = window[-1].ready_replicas
     found: list[_Recommendation] = []
     tol = config.tolerance
+
+    if demand is not None:
+        found.append(
+            _Recommendation(
+                demand.replicas,
+                f"time to first token: {demand.arrival_rate:.2f} requests/s at peak x {demand.mean_prefill_s:.3g} s "
+                f"prefill (measured, variability {demand.scv:.1f}) need {demand.replicas} replicas to start "
+                f"{config.ttft_attainment:.0%} within {config.target_ttft_s:g} s",
+            )
+        )
 
     if rate is not None and config.prompt_tokens_per_s_per_replica:
         per_replica = config.prompt_tokens_per_s_per_replica / config.prompt_rate_headroom
@@ -328,6 +475,11 @@ def _signal_recommendations(
     if kv is not None and config.target_kv_cache_usage:
         replicas = _ratio_replicas(ready, kv, config.target_kv_cache_usage, tol)
         found.append(_Recommendation(replicas, f"kv-cache usage {kv:.2f} vs target {config.target_kv_cache_usage:g}"))
+    if kv_peak is not None and config.target_kv_cache_usage:
+        replicas = math.ceil(kv_peak / config.target_kv_cache_usage - 1e-9)
+        found.append(_Recommendation(
+            replicas, f"kv-cache peak {kv_peak:.2f} replicas' worth over {config.prompt_rate_peak_window_s:.0f} s "
+            f"vs target {config.target_kv_cache_usage:g}"))
 
     gpu = _mean([sample.gpu_utilization for sample in window])
     gpu_allowed = kv is None or not config.gpu_util_only_without_kv
@@ -348,8 +500,11 @@ def _no_traffic(window: Sequence[Sample]) -> bool:
     )
 
 
-def _recommend(window: Sequence[Sample], rate: _PromptRate | None, config: PolicyConfig) -> _Recommendation | None:
-    found = _signal_recommendations(window, rate, config)
+def _recommend(
+    window: Sequence[Sample], rate: _PromptRate | None, demand: _Demand | None, kv_peak: float | None,
+    config: PolicyConfig,
+) -> _Recommendation | None:
+    found = _signal_recommendations(window, rate, demand, kv_peak, config)
     if not found:
         return None
     if config.min_replicas == 0 and _no_traffic(window):

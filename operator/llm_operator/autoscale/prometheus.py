@@ -30,7 +30,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
 from llm_operator.autoscale.policy import Sample
-from llm_operator.engines import ENGINES
+from llm_operator.engines import ENGINES, EngineMetrics
 
 QUERY_TIMEOUT_SECONDS = 5
 LOOKBACK = "1m"
@@ -117,9 +117,8 @@ class PrometheusMetrics:
             "kv": self._first_present(names.kv_cache, selector),
             "gpu": self._latest(f"{GPU_UTILIZATION}{selector}[{LOOKBACK}]"),
         }
-        prompt = (
-            self._latest(f"irate({names.prompt_tokens}{selector}[{LOOKBACK}])") if names.prompt_tokens else []
-        )
+        prompt = self._rate(names.prompt_tokens, selector)
+        latency = self._latency_rates(names, selector, ready_pods)
         router_selector = _selector(namespace, router_pods)
         router = self._latest(f"{ROUTER_IN_FLIGHT}{router_selector}[{LOOKBACK}]") if router_pods else []
         in_flight = max(0.0, sum(s.value for s in router) - len(router)) if router else None
@@ -137,7 +136,26 @@ class PrometheusMetrics:
             gpu_utilization=_mean(series["gpu"], ready_pods),
             router_in_flight=in_flight,
             prompt_tokens_per_s=_total(prompt, ready_pods),
+            **latency,
         )
+
+    def _rate(self, counter: str | None, selector: str) -> list[Series]:
+        """irate() of a counter per series (the last two scrapes); nothing when the engine has none."""
+        return self._latest(f"irate({counter}{selector}[{LOOKBACK}])") if counter else []
+
+    def _latency_rates(self, names: EngineMetrics, selector: str, pods: Sequence[str]) -> dict[str, float | None]:
+        """First tokens per second and the prefill and queue seconds they took, per second, from the engine's
+        histograms; prefill is TTFT minus queueing when the engine has no prefill histogram."""
+        if not names.first_token_seconds:
+            return {}
+        first = _total(self._rate(f"{names.first_token_seconds}_count", selector), pods)
+        queue = _total(self._rate(f"{names.queue_seconds}_sum", selector), pods) if names.queue_seconds else None
+        if names.prefill_seconds:
+            prefill = _total(self._rate(f"{names.prefill_seconds}_sum", selector), pods)
+        else:
+            ttft = _total(self._rate(f"{names.first_token_seconds}_sum", selector), pods)
+            prefill = None if ttft is None or queue is None else max(0.0, ttft - queue)
+        return {"first_tokens_per_s": first, "prefill_seconds_per_s": prefill, "queue_seconds_per_s": queue}
 
 
 def _router_waiting(in_flight: float | None, slots: int, ready: int) -> float | None:

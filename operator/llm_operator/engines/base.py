@@ -89,6 +89,12 @@ class EngineMetrics:
     """Gauge in [0, 1]: share of the KV cache in use."""
     prompt_tokens: str | None = None
     """Counter: prompt tokens processed (its rate is the prefill load)."""
+    first_token_seconds: str | None = None
+    """Histogram: time to first token (its _count is the first tokens served)."""
+    prefill_seconds: str | None = None
+    """Histogram: time from a request's scheduling to its first token. None: TTFT minus queue time."""
+    queue_seconds: str | None = None
+    """Histogram: time a request waited before its prefill started."""
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,8 @@ ENGINE = Engine(
         running=("sglang:num_running_reqs",),
         kv_cache=("sglang:token_usage",),
         prompt_tokens="sglang:prompt_tokens_total",
+        first_token_seconds="sglang:time_to_first_token_seconds",
+        queue_seconds="sglang:queue_time_seconds",
     ),
     capabilities=Capabilities(
         quantization=("none", "awq", "gptq", "bitsandbytes", "fp8"),

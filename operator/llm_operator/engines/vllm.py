@@ -112,6 +112,11 @@ ENGINE = Engine(
         running=("vllm:num_requests_running",),
         kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
         prompt_tokens="vllm:prompt_tokens_total",
+        # vllm/v1/metrics/loggers.py (0.32): TTFT is observed at the first token, queue and prefill time when
+        # the request finishes.
+        first_token_seconds="vllm:time_to_first_token_seconds",
+        prefill_seconds="vllm:request_prefill_time_seconds",
+        queue_seconds="vllm:request_queue_time_seconds",
     ),
     capabilities=Capabilities(settings=("gpuMemoryUtilization", "enablePrefixCaching")),
     problems=problems,

@@ -417,3 +417,79 @@ def test_scaling_condition_says_why_it_holds() -> None:
         "False", "MetricsUnavailable", "holding 2 replicas: metrics stale: newest sample 90 s old > 60 s")
     assert scaling_condition(2, Decision(2, "x", state), "Prometheus at http://p did not answer")[2] == (
         "holding 2 replicas: Prometheus at http://p did not answer")
+
+
+# --- time to first token: capacity learned from the engines' latency histograms ------------------------
+
+TTFT_CONFIG = replace(CONFIG, max_replicas=20, target_kv_cache_usage=None, target_gpu_utilization=None,
+                      prompt_tokens_per_s_per_replica=None, target_ttft_s=2.0, prompt_rate_peak_window_s=900)
+
+
+def served(t: float, ready: int, rate: float, prefill_s: float, queue_s: float = 0.0, waiting: float = 0.0,
+           starting: int = 0) -> Sample:
+    """A scrape of replicas that served `rate` first tokens/s, each after `prefill_s` of prefill."""
+    return Sample(timestamp=t, ready_replicas=ready, starting_replicas=starting, waiting_requests=waiting,
+                  running_requests=4.0, first_tokens_per_s=rate, prefill_seconds_per_s=rate * prefill_s,
+                  queue_seconds_per_s=rate * queue_s)
+
+
+def steady(rate: float, prefill_s: float, ready: int, minutes: int = 25) -> list[Sample]:
+    return [served(15.0 * i, ready, rate, prefill_s) for i in range(minutes * 4)]
+
+
+def test_ttft_target_sizes_the_fleet_from_the_measured_prefill_time() -> None:
+    # 8 requests/s x 0.5 s of prefill = 4 replicas busy; the queueing model adds what keeps 99% under 2 s.
+    decisions = run(steady(8.0, 0.5, ready=10), replicas=10, config=TTFT_CONFIG)
+    final = decisions[-1]
+    assert 5 <= final.desired_replicas < 10
+    assert "time to first token" in final.reason and "0.5 s prefill (measured" in final.reason
+
+
+def test_longer_prefills_need_more_replicas_without_any_setting() -> None:
+    """The same request rate on a GPU twice as slow (prefill 1 s instead of 0.5 s): the policy learns it."""
+    fast = run(steady(8.0, 0.5, ready=20), replicas=20, config=TTFT_CONFIG)[-1].desired_replicas
+    slow = run(steady(8.0, 1.0, ready=20), replicas=20, config=TTFT_CONFIG)[-1].desired_replicas
+    assert slow >= 2 * fast - 1
+
+
+def test_ttft_demand_scales_up_at_once_when_requests_double() -> None:
+    history = steady(4.0, 0.5, ready=4)
+    history += [served(history[-1].timestamp + 15.0 * (i + 1), 4, 16.0, 0.5) for i in range(2)]
+    decision = run(history, replicas=4, config=TTFT_CONFIG)[-1]
+    assert decision.scaled and decision.desired_replicas > 4
+
+
+def test_waits_longer_than_the_model_expects_raise_the_estimate() -> None:
+    """Measured queue waits far above what M/M/c predicts (one long prompt blocks a replica while another
+    idles) raise the variability the model assumes, and with it the replicas."""
+    calm = run(steady(8.0, 0.5, ready=6), replicas=6, config=TTFT_CONFIG)[-1]
+    waiting = [served(15.0 * i, 6, 8.0, 0.5, queue_s=1.5) for i in range(100)]
+    queued = run(waiting, replicas=6, config=TTFT_CONFIG)[-1]
+    assert queued.desired_replicas > calm.desired_replicas
+    assert "variability 2.0" in calm.reason and "variability 2.0" not in queued.reason
+
+
+def test_too_few_requests_leave_the_ttft_signal_out() -> None:
+    decision = run(steady(0.01, 0.5, ready=2), replicas=2, config=TTFT_CONFIG)[-1]
+    assert "time to first token" not in decision.reason
+
+
+def test_ttft_history_shorter_than_the_window_never_scales_down() -> None:
+    decision = run(steady(1.0, 0.5, ready=8, minutes=5), replicas=8, config=TTFT_CONFIG)[-1]
+    assert decision.desired_replicas == 8 and "first-token latency history known for" in decision.reason
+
+
+def test_no_scale_down_while_replicas_it_asked_for_are_starting() -> None:
+    history = [served(15.0 * i, 6, 1.0, 0.5, starting=2) for i in range(80)]
+    decisions = run(history, replicas=8, config=TTFT_CONFIG)
+    assert all(d.desired_replicas == 8 for d in decisions)
+    assert "waiting for 2 starting replicas before scaling down" in decisions[-1].reason
+
+
+def test_kv_cache_peak_of_the_window_holds_the_replicas_it_needed() -> None:
+    config = replace(CONFIG, prompt_tokens_per_s_per_replica=None, target_ttft_s=None, scale_down_delay_s=60)
+    busy = [sample(15.0 * i, ready=4, kv=0.9, gpu=None) for i in range(4)]
+    calm = [sample(60.0 + 15.0 * i, ready=4, kv=0.2, gpu=None) for i in range(20)]
+    decisions = run(busy + calm, replicas=4, config=config)
+    # 4 replicas at 0.9 = 3.6 replicas' worth of KV cache in the window: 3.6 / 0.8 -> 5, though now 0.2.
+    assert max(d.desired_replicas for d in decisions) == 5 and decisions[-1].desired_replicas == 5

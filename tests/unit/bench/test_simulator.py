@@ -177,13 +177,31 @@ def test_ours_is_the_operators_mapping_of_an_llmservice_spec() -> None:
     from bench.autoscale.simulator import SimSettings
 
     variants = our_variants(SimSettings(min_replicas=1, max_replicas=12), A100, 900)
-    assert list(variants) == ["ours", "ours-delay-900s"]
-    ours, delayed = variants["ours"], variants["ours-delay-900s"]
+    assert list(variants) == ["ours", "ours-rate-target", "ours-delay-900s"]
+    ours, rate_target, delayed = variants["ours"], variants["ours-rate-target"], variants["ours-delay-900s"]
     assert (ours.min_replicas, ours.max_replicas) == (1, 12)
-    assert ours.prompt_tokens_per_s_per_replica == A100.token_rate_per_s
-    assert ours.scale_down_delay_s == 300.0  # the API's default
+    # The API's defaults: no per-GPU rate, the TTFT target on at 2 s.
+    assert ours.prompt_tokens_per_s_per_replica is None and ours.target_ttft_s == 2.0
+    assert ours.scale_down_delay_s == 300.0
     assert ours.target_kv_cache_usage == 0.8 and ours.target_queue_depth == 5.0
-    # Only the delay differs: the prompt-rate window is the policy's, not the delay's.
+    # The previous way: the GPU's calibrated prefill rate, TTFT target off.
+    assert rate_target.prompt_tokens_per_s_per_replica == A100.token_rate_per_s and rate_target.target_ttft_s is None
     assert delayed.scale_down_delay_s == 900.0
     assert delayed.prompt_rate_peak_window_s == ours.prompt_rate_peak_window_s == 900.0
-    assert list(our_variants(SimSettings(), H100, 0)) == ["ours"]
+    assert list(our_variants(SimSettings(), H100, 0)) == ["ours", "ours-rate-target"]
+
+
+def test_latency_counters_are_the_histograms_sums_and_ours_reads_their_rates() -> None:
+    """Two prompts at once on one replica: the second waits for the first's prefill (0.1 s)."""
+    trace = make_trace("pair", [0.0, 0.0, 40.0], [1000, 1000, 1000], [1, 1, 1])
+    views = []
+    policy = OurPolicy(PolicyConfig(min_replicas=1, max_replicas=1))
+    simulate(trace, policy, TOY, SimSettings(min_replicas=1, max_replicas=1), on_tick=views.append)
+    at_30 = next(v for v in views if v.now == 30.0)
+    assert at_30.first_tokens_total == 2
+    assert at_30.queue_seconds_total == pytest.approx(0.1)  # only the second waited
+    assert at_30.prefill_seconds_total == pytest.approx(0.2)  # 0.1 s each
+    rates = [(s.first_tokens_per_s, s.prefill_seconds_per_s, s.queue_seconds_per_s) for s in policy.history]
+    assert rates[0] == (None, None, None)
+    assert rates[1] == (pytest.approx(2 / 15), pytest.approx(0.2 / 15), pytest.approx(0.1 / 15))
+    assert rates[2] == (0.0, 0.0, 0.0)
