@@ -18,9 +18,11 @@ prefill:
 
 Fleet: a new replica holds its GPU from the moment it is created and becomes
 ready `cold_start_s` later, as the operator's readiness (`readyReplicas`)
-reports it; only ready replicas receive requests. The router sends each
-request to the ready replica with the fewest in-flight requests (LiteLLM
-least-busy); with none ready it holds the request. Removed replicas take no
+reports it; only ready replicas receive requests. Routing is what the operator
+deploys: LiteLLM sends each request to the engine Service on a new connection
+(`Connection: close`) and kube-proxy picks a ready endpoint at random (seeded);
+`SimSettings.routing="least-busy"` instead sends it to the replica with the
+fewest in-flight requests. With none ready the router holds the request. Removed replicas take no
 new requests and drain the ones they hold (graceful termination), holding
 their GPU until empty. Starting replicas are removed before ready ones.
 """
@@ -84,6 +86,10 @@ class SimSettings:
     # Replicas at t=0 for policies that adapt (None: the policy's own initial count). The trace is a
     # window cut out of a service that was already running, so the bench starts them warm.
     initial_replicas: int | None = None
+    # How requests reach the replicas. "random": what the operator deploys, the router sends every request
+    # to the engine's Service on a new connection and kube-proxy picks a ready endpoint at random;
+    # "least-busy": a router that sees every replica and picks the one with the fewest requests in flight.
+    routing: str = "random"
 
 
 class _Requests:
@@ -222,11 +228,13 @@ class SimResult:
 class _Fleet:
     """Replicas that take traffic, replicas being drained, and the router's held requests."""
 
-    def __init__(self, hardware: Hardware, initial: int):
+    def __init__(self, hardware: Hardware, initial: int, routing: str = "random", seed: int = 0):
         self.hardware = hardware
         self.members = [Replica(hardware, ready_at=-math.inf) for _ in range(initial)]
         self.draining: list[Replica] = []
         self.held: deque[int] = deque()
+        self.routing = routing
+        self.rng = np.random.default_rng(seed)
 
     def ready(self, now: float) -> list[Replica]:
         return [replica for replica in self.members if replica.ready_at <= now]
@@ -246,12 +254,17 @@ class _Fleet:
         if not targets:
             self.held.extend(request_ids)
             return
+        pending = [*self.held, *request_ids]
+        self.held.clear()
+        if self.routing == "random":
+            for rid, index in zip(pending, self.rng.integers(0, len(targets), len(pending)), strict=True):
+                targets[index].waiting.append(rid)
+            return
         loads = [replica.in_flight() for replica in targets]
-        for rid in [*self.held, *request_ids]:
+        for rid in pending:
             index = loads.index(min(loads))
             targets[index].waiting.append(rid)
             loads[index] += 1
-        self.held.clear()
 
     def view(self, now: float) -> ClusterView:
         ready = self.ready(now)
@@ -285,7 +298,7 @@ def simulate(
     """Replay `trace` with `policy` deciding the replica count every `policy.period_s` seconds."""
     requests = _Requests(trace)
     initial = policy.initial_replicas() if settings.initial_replicas is None else settings.initial_replicas
-    fleet = _Fleet(hardware, _bounded(initial, settings))
+    fleet = _Fleet(hardware, _bounded(initial, settings), settings.routing)
     horizon = math.ceil(trace.duration_s) + 1
     arrival_tick_end = np.searchsorted(trace.arrival_s, np.arange(1, horizon + 1), side="left")
     timeline = {name: np.zeros(horizon) for name in ("replicas", "ready", "gpus", "queue")}

@@ -86,8 +86,9 @@ from itertools import pairwise
 from llm_operator.autoscale.queueing import mean_wait, replicas_for_mix
 
 # Request-seconds of waiting the queueing model must expect in the window before the measured waits
-# correct it: below that, both are noise.
+# correct it (below that, both are noise), and how far they may correct it.
 MIN_WAIT_EVIDENCE_S = 5.0
+WAIT_SCALE_BOUNDS = (1.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,12 @@ class PolicyConfig:
     target_ttft_s: float | None = 2.0
     ttft_attainment: float = 0.99
     # Squared coefficient of variation of prefill times the queueing model assumes: LLM prompt lengths are
-    # roughly log-normal, whose SCV exceeds the exponential's 1 (the Azure traces: 1.5 to 3).
+    # roughly log-normal, whose SCV exceeds the exponential's 1.
     prefill_scv: float = 2.0
     # Fewer first tokens than this in the peak window: too little to measure prefill time; signal off.
     min_requests_for_capacity: int = 20
-    # Raise the SCV to what the measured queue waits show (see _effective_scv).
-    learn_scv: bool = True
+    # Scale the model's waits to what the engines measured (see _wait_scale).
+    calibrate_waits: bool = True
     # Consecutive samples averaged into one arrival rate (2 x 15 s scrapes).
     demand_smoothing_samples: int = 2
     # Size the KV-cache signal for the peak of the trailing window too, not only the last 30 s.
@@ -320,7 +321,7 @@ class _Demand:
     replicas: int  # the most any sample of the peak window needed
     arrival_rate: float  # requests/s of that sample, with its backlog
     mean_prefill_s: float  # learned from the whole window
-    scv: float  # the service variability the waits showed (at least the prior)
+    wait_scale: float  # measured waits over the model's (1: no evidence)
     gap: str  # why the window is incomplete ("" when complete)
 
 
@@ -352,9 +353,9 @@ def _first_token_demand(history: Sequence[Sample], newest: Sample, config: Polic
     if mean_prefill <= 0:
         return None
     tail = 1.0 - config.ttft_attainment
-    scv = _effective_scv(usable, mean_prefill, max(interval, 1.0), config)
+    scale = _wait_scale(usable, mean_prefill, max(interval, 1.0), config)
     arrivals = _arrival_rates(usable, config.demand_smoothing_samples)
-    replicas = replicas_for_mix(arrivals, mean_prefill, scv, config.target_ttft_s, tail)
+    replicas = replicas_for_mix(arrivals, mean_prefill, config.prefill_scv, config.target_ttft_s, tail, scale)
     best = (replicas, max(arrivals))
     gap = ""
     if newest.first_tokens_per_s is None:
@@ -363,7 +364,7 @@ def _first_token_demand(history: Sequence[Sample], newest: Sample, config: Polic
         gap = f"known for {usable[-1].timestamp - usable[0].timestamp:.0f} of {config.prompt_rate_peak_window_s:.0f} s"
     elif any(later.timestamp - earlier.timestamp > config.stale_after_s for earlier, later in pairwise(usable)):
         gap = f"has a gap longer than {config.stale_after_s:.0f} s"
-    return _Demand(replicas=best[0], arrival_rate=best[1], mean_prefill_s=mean_prefill, scv=scv, gap=gap)
+    return _Demand(replicas=best[0], arrival_rate=best[1], mean_prefill_s=mean_prefill, wait_scale=scale, gap=gap)
 
 
 def _kv_peak(history: Sequence[Sample], newest: Sample, config: PolicyConfig) -> float | None:
@@ -392,26 +393,29 @@ def _arrival_rates(samples: Sequence[Sample], smoothing: int) -> list[float]:
     return [sum(raw[max(0, i - width + 1):i + 1]) / len(raw[max(0, i - width + 1):i + 1]) for i in range(len(raw))]
 
 
-def _effective_scv(samples: Sequence[Sample], mean_prefill: float, interval: float, config: PolicyConfig) -> float:
-    """The service variability that makes the queueing model predict the waits the engines measured.
+def _wait_scale(samples: Sequence[Sample], mean_prefill: float, interval: float, config: PolicyConfig) -> float:
+    """How the waits the engines measured compare with what the queueing model predicts for the same ready
+    replicas and load, over the window (queue seconds measured / predicted), used once the model expected
+    at least MIN_WAIT_EVIDENCE_S of waiting (less is noise), within WAIT_SCALE_BOUNDS.
 
-    One shared queue is the model, but the router sends each request to one replica's own queue, where it
-    can sit behind a long prompt while another replica idles; a heavy tail of prompt lengths adds to
-    that. Both show up as waits longer than M/M/c predicts. Over the window, the measured queue seconds
-    over the M/M/c prediction for the same ready replicas and load is (1 + SCV) / 2 (Allen-Cunneen); it
-    is used when the model expected at least MIN_WAIT_EVIDENCE_S of waiting, and never below the prior.
-    """
+    Only upwards: waits longer than the model's raise the replicas; shorter ones (the router doing better
+    than chance, which it does in calm traffic) are not trusted to lower them, since the benchmark showed
+    that calm minutes are no guide to the next burst: with the correction downwards too, long-context
+    traffic fell to 97% (bench/README.md)."""
+    if not config.calibrate_waits:
+        return 1.0
     measured = predicted = 0.0
     for sample in samples:
         if sample.queue_seconds_per_s is None or not sample.ready_replicas or not sample.first_tokens_per_s:
             continue
-        expected = mean_wait(sample.ready_replicas, sample.first_tokens_per_s, mean_prefill)
+        expected = mean_wait(sample.ready_replicas, sample.first_tokens_per_s, mean_prefill, config.prefill_scv)
         if math.isfinite(expected):
             measured += sample.queue_seconds_per_s * interval
             predicted += expected * sample.first_tokens_per_s * interval
-    if predicted < MIN_WAIT_EVIDENCE_S or not config.learn_scv:
-        return config.prefill_scv
-    return max(config.prefill_scv, 2.0 * measured / predicted - 1.0)
+    if predicted < MIN_WAIT_EVIDENCE_S:
+        return 1.0
+    low, high = WAIT_SCALE_BOUNDS
+    return min(max(measured / predicted, low), high)
 
 
 def _ratio_replicas(ready: int, value: float, target: float, tolerance: float) -> int:
@@ -434,7 +438,8 @@ def _signal_recommendations(
             _Recommendation(
                 demand.replicas,
                 f"time to first token: {demand.arrival_rate:.2f} requests/s at peak x {demand.mean_prefill_s:.3g} s "
-                f"prefill (measured, variability {demand.scv:.1f}) need {demand.replicas} replicas to start "
+                f"prefill (measured; waits x{demand.wait_scale:.2g} of the model's) need {demand.replicas} "
+                f"replicas to start "
                 f"{config.ttft_attainment:.0%} within {config.target_ttft_s:g} s",
             )
         )

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import pytest
 from bench.autoscale.__main__ import Bench
 from bench.autoscale.calibration import A100, H100, KV_BYTES_PER_TOKEN, Hardware
@@ -46,13 +47,26 @@ def test_a_burst_queues_on_one_replica_and_needs_a_second():
     # Prefills run one after another: request i starts at 0.1 i and has its first token at 0.1 (i + 1).
     assert one.queue_wait_s == pytest.approx([0.1 * i for i in range(20)])
     assert one.ttft_s == pytest.approx([0.1 * (i + 1) for i in range(20)])
-    two = simulate(trace, StaticPolicy(2), TOY, SETTINGS)
-    # The router alternates: each replica serves 10, the last first token comes at 1.0 s.
+    least_busy = replace(SETTINGS, routing="least-busy")
+    two = simulate(trace, StaticPolicy(2), TOY, least_busy)
+    # A least-busy router alternates: each replica serves 10, the last first token comes at 1.0 s.
     assert max(two.ttft_s) == pytest.approx(1.0)
     assert summarize(one, slo_ttft_s=1.05)["slo_attainment"] == 0.5
     assert summarize(two, slo_ttft_s=1.05)["slo_attainment"] == 1.0
-    bench = Bench(trace, TOY, SimSettings(min_replicas=1, max_replicas=4), slo_ttft_s=1.05, slo_target=1.0)
+    bench = Bench(trace, TOY, SimSettings(min_replicas=1, max_replicas=4, routing="least-busy"), slo_ttft_s=1.05,
+                  slo_target=1.0)
     assert bench.static_peak().timeline["gpus"][0] == 2
+
+
+def test_random_routing_is_what_kube_proxy_does_and_is_seeded():
+    """The operator's router reaches the replicas through the engine Service: each request lands on a random
+    ready replica, so two replicas split 20 requests unevenly, and the same seed gives the same split."""
+    trace = make_trace("burst", [0.0] * 20, [1000] * 20, [1] * 20)
+    first = simulate(trace, StaticPolicy(2), TOY, SETTINGS)
+    again = simulate(trace, StaticPolicy(2), TOY, SETTINGS)
+    assert np.array_equal(first.ttft_s, again.ttft_s)
+    # The busier replica's last first token comes at 0.1 x its share; uneven shares make that later than 1.0 s.
+    assert max(first.ttft_s) >= 1.0 - 1e-9
 
 
 def test_decode_steps_take_the_floor_and_batch():
