@@ -20,6 +20,7 @@ Metric names come from each engine's descriptor (engines/*.py: `EngineMetrics`).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,9 +69,16 @@ class Series:
     value: float
 
 
-def _selector(namespace: str, pods: Sequence[str]) -> str:
+def _labels(namespace: str, pods: Sequence[str]) -> str:
     alternatives = "|".join(sorted(pods)) or "^$"
-    return f'{{namespace="{namespace}",pod=~"{alternatives}"}}'
+    return f'namespace="{namespace}",pod=~"{alternatives}"'
+
+
+def _selector(namespace: str, pods: Sequence[str]) -> str:
+    return "{" + _labels(namespace, pods) + "}"
+
+
+Points = list[tuple[float, float]]
 
 
 class PrometheusMetrics:
@@ -79,46 +87,45 @@ class PrometheusMetrics:
         self.client = PrometheusConnect(url=url, disable_ssl=True, timeout=timeout)
         self.timeout = timeout
 
-    def _latest(self, query: str) -> list[Series]:
-        """The newest sample of every series a range query returns."""
+    def _query(self, query: str) -> list[dict]:
         try:
-            result = self.client.custom_query(query, timeout=self.timeout)
+            return self.client.custom_query(query, timeout=self.timeout)
         except (requests.RequestException, PrometheusApiClientException) as error:
             # The first line of the cause is enough for a condition message; the query is not.
             cause = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
             raise MetricsUnavailable(f"Prometheus at {self.url} did not answer: {cause}") from error
-        latest = []
-        now = time.time()
-        for item in result:
-            # A range query gives "values" (with the scrape times); an instant one "value".
-            values = item.get("values") or ([item["value"]] if "value" in item else [])
-            if values and is_current([float(t) for t, _ in values], now):
-                timestamp, value = values[-1]
-                latest.append(Series(item["metric"].get("pod", ""), float(timestamp), float(value)))
-        return latest
 
-    def _first_present(self, names: Sequence[str], selector: str) -> list[Series]:
-        for name in names:
-            series = self._latest(f"{name}{selector}[{LOOKBACK}]")
-            if series:
-                return series
-        return []
+    def _latest(self, query: str) -> list[Series]:
+        """The newest sample of every series a range query returns."""
+        return [_newest(item["metric"].get("pod", ""), points) for item in self._query(query)
+                if (points := _points(item)) and is_current([t for t, _ in points], time.time())]
+
+    def _series_by_name(self, names: Sequence[str], labels: str) -> dict[str, list[tuple[str, Points]]]:
+        """Every series of `names` for the selected Pods over the lookback, in one range query, by metric
+        name: one request per LLMService and tick whatever the number of signals."""
+        pattern = "|".join(re.escape(name) for name in sorted(set(names)))
+        found: dict[str, list[tuple[str, Points]]] = {}
+        for item in self._query(f'{{__name__=~"{pattern}",{labels}}}[{LOOKBACK}]'):
+            points = _points(item)
+            if points and is_current([t for t, _ in points], time.time()):
+                found.setdefault(item["metric"].get("__name__", ""), []).append((item["metric"].get("pod", ""), points))
+        return found
 
     def sample(
         self, engine: str, namespace: str, ready_pods: Sequence[str], starting: int, router_pods: Sequence[str],
         parallel_slots: int = 1,
     ) -> Sample:
         """One policy Sample. A signal is None unless every ready Pod reported it."""
-        selector = _selector(namespace, ready_pods)
         names = ENGINES[engine].metrics
+        found = self._series_by_name(_engine_names(names), _labels(namespace, ready_pods))
         series = {
-            "waiting": self._first_present(names.waiting, selector),
-            "running": self._first_present(names.running, selector),
-            "kv": self._first_present(names.kv_cache, selector),
-            "gpu": self._latest(f"{GPU_UTILIZATION}{selector}[{LOOKBACK}]"),
+            "waiting": _first_present(found, names.waiting),
+            "running": _first_present(found, names.running),
+            "kv": _first_present(found, names.kv_cache),
+            "gpu": _gauge(found, GPU_UTILIZATION),
         }
-        prompt = self._rate(names.prompt_tokens, selector)
-        latency = self._latency_rates(names, selector, ready_pods)
+        prompt = _rate(found, names.prompt_tokens)
+        latency = _latency_rates(found, names, ready_pods)
         router_selector = _selector(namespace, router_pods)
         router = self._latest(f"{ROUTER_IN_FLIGHT}{router_selector}[{LOOKBACK}]") if router_pods else []
         in_flight = max(0.0, sum(s.value for s in router) - len(router)) if router else None
@@ -139,23 +146,64 @@ class PrometheusMetrics:
             **latency,
         )
 
-    def _rate(self, counter: str | None, selector: str) -> list[Series]:
-        """irate() of a counter per series (the last two scrapes); nothing when the engine has none."""
-        return self._latest(f"irate({counter}{selector}[{LOOKBACK}])") if counter else []
 
-    def _latency_rates(self, names: EngineMetrics, selector: str, pods: Sequence[str]) -> dict[str, float | None]:
-        """First tokens per second and the prefill and queue seconds they took, per second, from the engine's
-        histograms; prefill is TTFT minus queueing when the engine has no prefill histogram."""
-        if not names.first_token_seconds:
-            return {}
-        first = _total(self._rate(f"{names.first_token_seconds}_count", selector), pods)
-        queue = _total(self._rate(f"{names.queue_seconds}_sum", selector), pods) if names.queue_seconds else None
-        if names.prefill_seconds:
-            prefill = _total(self._rate(f"{names.prefill_seconds}_sum", selector), pods)
-        else:
-            ttft = _total(self._rate(f"{names.first_token_seconds}_sum", selector), pods)
-            prefill = None if ttft is None or queue is None else max(0.0, ttft - queue)
-        return {"first_tokens_per_s": first, "prefill_seconds_per_s": prefill, "queue_seconds_per_s": queue}
+def _engine_names(names: EngineMetrics) -> list[str]:
+    """The metric names one engine's Sample reads (histograms by their _count and _sum series)."""
+    histogram_series = [f"{names.first_token_seconds}_count", f"{names.first_token_seconds}_sum"] \
+        if names.first_token_seconds else []
+    histogram_series += [f"{name}_sum" for name in (names.prefill_seconds, names.queue_seconds) if name]
+    counters = [names.prompt_tokens] if names.prompt_tokens else []
+    return [*names.waiting, *names.running, *names.kv_cache, GPU_UTILIZATION, *counters, *histogram_series]
+
+
+def _points(item: dict) -> Points:
+    # A range query gives "values" (with the scrape times); an instant one "value".
+    values = item.get("values") or ([item["value"]] if "value" in item else [])
+    return [(float(t), float(v)) for t, v in values]
+
+
+def _newest(pod: str, points: Points) -> Series:
+    timestamp, value = points[-1]
+    return Series(pod, timestamp, value)
+
+
+def _gauge(found: dict[str, list[tuple[str, Points]]], name: str) -> list[Series]:
+    return [_newest(pod, points) for pod, points in found.get(name, [])]
+
+
+def _first_present(found: dict[str, list[tuple[str, Points]]], names: Sequence[str]) -> list[Series]:
+    """The first of `names` that has series (an engine's renamed metric is listed after its new name)."""
+    return next((series for name in names if (series := _gauge(found, name))), [])
+
+
+def _rate(found: dict[str, list[tuple[str, Points]]], counter: str | None) -> list[Series]:
+    """irate() per series: the counter's increase over its last two samples, per second (a reset counts
+    from zero); nothing for a series with one sample or an engine without the counter."""
+    rates = []
+    for pod, points in found.get(counter, []) if counter else []:
+        if len(points) < 2:
+            continue
+        (before, earlier), (timestamp, later) = points[-2], points[-1]
+        if timestamp > before:
+            increase = later - earlier if later >= earlier else later
+            rates.append(Series(pod, timestamp, increase / (timestamp - before)))
+    return rates
+
+
+def _latency_rates(found: dict[str, list[tuple[str, Points]]], names: EngineMetrics,
+                   pods: Sequence[str]) -> dict[str, float | None]:
+    """First tokens per second and the prefill and queue seconds they took, per second, from the engine's
+    histograms; prefill is TTFT minus queueing when the engine has no prefill histogram."""
+    if not names.first_token_seconds:
+        return {}
+    first = _total(_rate(found, f"{names.first_token_seconds}_count"), pods)
+    queue = _total(_rate(found, f"{names.queue_seconds}_sum"), pods) if names.queue_seconds else None
+    if names.prefill_seconds:
+        prefill = _total(_rate(found, f"{names.prefill_seconds}_sum"), pods)
+    else:
+        ttft = _total(_rate(found, f"{names.first_token_seconds}_sum"), pods)
+        prefill = None if ttft is None or queue is None else max(0.0, ttft - queue)
+    return {"first_tokens_per_s": first, "prefill_seconds_per_s": prefill, "queue_seconds_per_s": queue}
 
 
 def _router_waiting(in_flight: float | None, slots: int, ready: int) -> float | None:

@@ -32,3 +32,36 @@ def test_the_interval_is_the_median_so_one_long_gap_does_not_widen_it() -> None:
 def test_a_single_sample_is_left_to_the_policy() -> None:
     assert is_current([1000.0], now=1030)
     assert is_current([], now=1030)
+
+
+# --- one range query per tick: the helpers that turn its series into signals ----------------------------
+
+def test_one_query_names_every_signal_of_the_engine() -> None:
+    from llm_operator.autoscale.prometheus import GPU_UTILIZATION, _engine_names
+    from llm_operator.engines import ENGINES
+
+    vllm = _engine_names(ENGINES["vllm"].metrics)
+    assert {"vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
+            "vllm:prompt_tokens_total", "vllm:time_to_first_token_seconds_count",
+            "vllm:request_prefill_time_seconds_sum", "vllm:request_queue_time_seconds_sum",
+            GPU_UTILIZATION} <= set(vllm)
+    assert _engine_names(ENGINES["ollama"].metrics) == [GPU_UTILIZATION]
+
+
+def test_irate_from_the_last_two_samples_and_counter_resets() -> None:
+    from llm_operator.autoscale.prometheus import _rate
+
+    found = {"c": [("a", [(0.0, 10.0), (15.0, 40.0), (30.0, 100.0)]), ("b", [(0.0, 500.0), (15.0, 30.0)]),
+                   ("lonely", [(15.0, 5.0)])]}
+    rates = {s.pod: s.value for s in _rate(found, "c")}
+    assert rates == {"a": 4.0, "b": 2.0}  # b restarted: 30 tokens since the reset over 15 s
+    assert _rate(found, None) == [] and _rate(found, "missing") == []
+
+
+def test_the_first_name_with_series_wins() -> None:
+    from llm_operator.autoscale.prometheus import _first_present
+
+    found = {"old_name": [("a", [(0.0, 0.5)])], "new_name": [("a", [(0.0, 0.7)])]}
+    assert [s.value for s in _first_present(found, ("new_name", "old_name"))] == [0.7]
+    assert [s.value for s in _first_present(found, ("absent", "old_name"))] == [0.5]
+    assert _first_present(found, ("absent",)) == []
