@@ -63,6 +63,8 @@ LABEL = re.compile(r'(\w+)="([^"]*)"')
 REQUEST_LINE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>[0-9.e+]+)$')
 THROTTLE_SUM = re.compile(r'^rest_client_rate_limiter_duration_seconds_sum\{[^}]*\} (?P<value>[0-9.e+]+)$')
 CLIENT_REQUESTS = re.compile(r'^rest_client_requests_total\{[^}]*\} (?P<value>[0-9.e+]+)$')
+QUEUE_LINE = re.compile(
+    r'^workqueue_(?P<metric>adds_total|queue_duration_seconds_sum)\{name="(?P<name>[^"]+)"\} (?P<value>[0-9.e+]+)$')
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 DEPLOYMENTS_PER_LLMSERVICE = 2  # engine and router
 
@@ -83,6 +85,8 @@ class Row:
     burst_requests_per_llmservice_by_call: dict[str, float] = field(default_factory=dict)
     controller_manager_requests: float = 0.0
     controller_manager_throttled_s: float = 0.0
+    # Mean seconds an item waited in each controller's work queue during the burst (the slowest first).
+    controller_queue_wait_s: dict[str, float] = field(default_factory=dict)
     operator_burst_cpu_s: float | None = None
     change_p50_s: float | None = None
     change_p99_s: float | None = None
@@ -162,6 +166,27 @@ def client_throttle(metrics: str) -> tuple[float, float]:
     return waited, sent
 
 
+def queue_totals(metrics: str) -> dict[str, tuple[float, float]]:
+    """(seconds items waited in the queue, items added) per work queue of a controller-manager."""
+    totals: dict[str, list[float]] = {}
+    for line in metrics.splitlines():
+        if match := QUEUE_LINE.match(line):
+            pair = totals.setdefault(match["name"], [0.0, 0.0])
+            pair[0 if match["metric"] == "queue_duration_seconds_sum" else 1] += float(match["value"])
+    return {name: (waited, adds) for name, (waited, adds) in totals.items()}
+
+
+def mean_queue_waits(after: dict[str, tuple[float, float]], before: dict[str, tuple[float, float]],
+                     top: int = 4) -> dict[str, float]:
+    """Mean wait per item added between two readings, for the `top` slowest queues."""
+    waits = {}
+    for name, (waited, adds) in after.items():
+        old_waited, old_adds = before.get(name, (0.0, 0.0))
+        if adds > old_adds:
+            waits[name] = round((waited - old_waited) / (adds - old_adds), 2)
+    return dict(sorted(waits.items(), key=lambda item: -item[1])[:top])
+
+
 def percentile(values: Iterable[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..1): p99 of 20 samples is their maximum."""
     ordered = sorted(values)
@@ -189,11 +214,11 @@ class ControllerManager:
                 return next(int(a.split("=", 1)[1]) for a in args if a.startswith("--secure-port="))
         raise RuntimeError("kube-controller-manager is not running")
 
-    def throttle(self) -> tuple[float, float]:
+    def metrics(self) -> str:
         context = ssl.create_default_context()
         context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # the testbed's self-signed cert
         with urllib.request.urlopen(self.url, context=context, timeout=30) as response:
-            return client_throttle(response.read().decode())
+            return response.read().decode()
 
 
 BENCH_NODES = ("bench-cpu-0", "bench-cpu-1", "bench-cpu-2")
@@ -301,11 +326,14 @@ class Burst:
     def __init__(self, cluster: Cluster, controller_manager: ControllerManager) -> None:
         self.cluster, self.controller_manager = cluster, controller_manager
         self.requests = requests_by(cluster.metrics(), "verb", "resource")
-        self.throttle = controller_manager.throttle()
+        metrics = controller_manager.metrics()
+        self.throttle, self.queues = client_throttle(metrics), queue_totals(metrics)
 
     def finish(self, row: Row) -> Row:
         calls = delta(requests_by(self.cluster.metrics(), "verb", "resource"), self.requests)
-        waited, sent = self.controller_manager.throttle()
+        metrics = self.controller_manager.metrics()
+        waited, sent = client_throttle(metrics)
+        row.controller_queue_wait_s = mean_queue_waits(queue_totals(metrics), self.queues)
         row.burst_requests_per_llmservice = round(sum(calls.values()) / row.llmservices, 1)
         row.burst_requests_per_llmservice_by_call = {
             call: round(n / row.llmservices, 2) for call, n in calls.most_common() if n / row.llmservices >= 0.05}
@@ -434,13 +462,15 @@ def table(rows: list[Row]) -> str:
 def burst_table(rows: list[Row]) -> str:
     """Where the burst's requests went: per LLMService, and the controller-manager's waiting."""
     lines = ["| mode | LLMServices | apiserver requests per LLMService | operator CPU s | controller-manager "
-             "requests/s | controller-manager throttled s (sum) | top calls per LLMService |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+             "requests/s | controller-manager throttled s (sum) | mean wait in its work queues s "
+             "| top calls per LLMService |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
     for r in rows:
         top = ", ".join(f"{call} {n:g}" for call, n in list(r.burst_requests_per_llmservice_by_call.items())[:8])
+        queues = ", ".join(f"{name} {wait:g}" for name, wait in r.controller_queue_wait_s.items())
         lines.append(f"| {r.mode} | {r.llmservices} | {r.burst_requests_per_llmservice:.1f} | "
                      f"{_num(r.operator_burst_cpu_s)} | {r.controller_manager_requests / r.all_ready_s:.1f} | "
-                     f"{r.controller_manager_throttled_s:.0f} | {top} |")
+                     f"{r.controller_manager_throttled_s:.0f} | {queues} | {top} |")
     return "\n".join(lines)
 
 

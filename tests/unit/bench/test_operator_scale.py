@@ -8,7 +8,9 @@ from bench.operator_scale.__main__ import (
     client_throttle,
     llmservice,
     llmservices,
+    mean_queue_waits,
     percentile,
+    queue_totals,
     requests_by,
     requests_by_verb,
     share,
@@ -94,3 +96,14 @@ def test_table_has_one_row_per_round_and_the_share_of_the_plain_client() -> None
     assert table(rows).splitlines()[-1] == (
         "| plain | 10 | 12.5 | 0.80 | 40 % | 6.0 | 11.0 | 0.20 | 0.50 | 3.2 | 80 | 4.5 | 27.0 |")
     assert table(rows).splitlines()[-2].startswith("| plain client | 10 | 5.0 | 2.00 | - |")
+
+
+def test_work_queue_waits_are_per_item_added_slowest_first() -> None:
+    before = queue_totals('workqueue_adds_total{name="deployment"} 10\n'
+                          'workqueue_queue_duration_seconds_sum{name="deployment"} 5\n')
+    after = queue_totals('workqueue_adds_total{name="deployment"} 30\n'
+                         'workqueue_queue_duration_seconds_sum{name="deployment"} 205\n'
+                         'workqueue_adds_total{name="replicaset"} 4\n'
+                         'workqueue_queue_duration_seconds_sum{name="replicaset"} 2\n'
+                         'workqueue_adds_total{name="idle"} 0\n')
+    assert mean_queue_waits(after, before) == {"deployment": 10.0, "replicaset": 0.5}
