@@ -105,8 +105,11 @@ def stop_loops(**_: Any) -> None:
 
 
 def _fresh(body: kopf.Body) -> dict:
-    """kopf's Body is a live view; a plain copy is what the pure core wants."""
-    return {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec", "status") if key in body}
+    """kopf's Body is a live view; a plain copy is what the pure core wants. Without managedFields, which
+    nothing reads and which were half of every LLMService kept in registry.known (bench/operator_scale)."""
+    fresh = {key: body[key] for key in ("apiVersion", "kind", "spec", "status") if key in body}
+    fresh["metadata"] = {key: value for key, value in body.get("metadata", {}).items() if key != "managedFields"}
+    return fresh
 
 
 def _on_child_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
