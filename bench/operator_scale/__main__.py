@@ -81,6 +81,7 @@ class Row:
     api_requests_per_s: float | None = None
     api_requests_per_llmservice_per_min: float | None = None
     api_requests_per_s_by_verb: dict[str, float] = field(default_factory=dict)
+    api_requests_per_s_by_call: dict[str, float] = field(default_factory=dict)  # "VERB resource[/subresource]"
     burst_requests_per_llmservice: float = 0.0
     burst_requests_per_llmservice_by_call: dict[str, float] = field(default_factory=dict)
     controller_manager_requests: float = 0.0
@@ -308,11 +309,19 @@ class Operator:
 
 
 def request_rates(cluster: Cluster, seconds: float) -> dict[str, float]:
-    """Requests per second by verb over `seconds`."""
-    before, started = cluster.requests_by_verb(), time.monotonic()
+    """Requests per second by verb and resource over `seconds`."""
+    before, started = requests_by(cluster.metrics(), "verb", "resource"), time.monotonic()
     time.sleep(seconds)
-    after, elapsed = cluster.requests_by_verb(), time.monotonic() - started
-    return {verb: (after[verb] - before[verb]) / elapsed for verb in after}
+    after, elapsed = requests_by(cluster.metrics(), "verb", "resource"), time.monotonic() - started
+    return {call: (after[call] - before[call]) / elapsed for call in after}
+
+
+def by_verb(rates: dict[str, float]) -> dict[str, float]:
+    """Rates by "VERB resource" summed by verb."""
+    totals: dict[str, float] = {}
+    for call, rate in rates.items():
+        totals[call.split()[0]] = totals.get(call.split()[0], 0.0) + rate
+    return totals
 
 
 def ready_timeout(count: int) -> float:
@@ -427,10 +436,12 @@ def measure(cluster: Cluster, api: client.ApiClient, count: int, args: argparse.
         operator.stop()
     without_operator = request_rates(cluster, args.steady_seconds)
     cluster.delete_namespace(namespace)
-    by_verb = {verb: round(max(0.0, rate - without_operator.get(verb, 0.0)), 2) for verb, rate in with_operator.items()}
-    row.api_requests_per_s = sum(by_verb.values())
+    operators = {call: round(max(0.0, rate - without_operator.get(call, 0.0)), 2)
+                 for call, rate in with_operator.items()}
+    row.api_requests_per_s = sum(operators.values())
     row.api_requests_per_llmservice_per_min = 60 * row.api_requests_per_s / count
-    row.api_requests_per_s_by_verb = {verb: rate for verb, rate in by_verb.items() if rate}
+    row.api_requests_per_s_by_verb = {verb: round(rate, 2) for verb, rate in by_verb(operators).items() if rate}
+    row.api_requests_per_s_by_call = {call: rate for call, rate in operators.items() if rate}
     return row
 
 
@@ -494,7 +505,8 @@ def run_rounds(cluster: Cluster, args: argparse.Namespace, work: Path) -> list[R
                 print(table(rows[-1:]).splitlines()[-1], flush=True)
             rows.append(measure(cluster, api, count, args, work, controller_manager,
                                 prometheus.url if prometheus else None))
-            print(table(rows[-1:]).splitlines()[-1], rows[-1].api_requests_per_s_by_verb, flush=True)
+            print(table(rows[-1:]).splitlines()[-1], rows[-1].api_requests_per_s_by_call, flush=True)
+            print(burst_table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         if prometheus:
             prometheus.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bench.operator_scale.__main__ import (
     Row,
+    by_verb,
     client_throttle,
     llmservice,
     llmservices,
@@ -107,3 +108,7 @@ def test_work_queue_waits_are_per_item_added_slowest_first() -> None:
                          'workqueue_queue_duration_seconds_sum{name="replicaset"} 2\n'
                          'workqueue_adds_total{name="idle"} 0\n')
     assert mean_queue_waits(after, before) == {"deployment": 10.0, "replicaset": 0.5}
+
+
+def test_rates_by_call_sum_up_by_verb() -> None:
+    assert by_verb({"GET deployments/scale": 2.0, "GET pods": 1.5, "POST events": 0.5}) == {"GET": 3.5, "POST": 0.5}
