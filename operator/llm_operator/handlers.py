@@ -59,6 +59,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 30
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     settings.execution.max_workers = 20
+    # After a handler, kopf waits this long for the watch to deliver its own annotation patch before it
+    # takes a body without it as current and runs the create handler again. The default 5 s was too short
+    # under a burst of 300+ LLMServices on a busy apiserver: the handler ran twice for nearly every one
+    # (2 kopf PATCHes per LLMService instead of 1, and every child applied again; bench/operator_scale).
+    settings.persistence.consistency_timeout = 30
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
