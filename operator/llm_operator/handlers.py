@@ -59,6 +59,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 30
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     settings.execution.max_workers = 20
+    # After a handler, kopf waits this long for the watch to deliver its own annotation patch before it
+    # takes a body without it as current and runs the create handler again. The default 5 s was too short
+    # under a burst of 300+ LLMServices on a busy apiserver: the handler ran twice for nearly every one
+    # (2 kopf PATCHes per LLMService instead of 1, and every child applied again; bench/operator_scale).
+    settings.persistence.consistency_timeout = 30
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
@@ -105,8 +110,11 @@ def stop_loops(**_: Any) -> None:
 
 
 def _fresh(body: kopf.Body) -> dict:
-    """kopf's Body is a live view; a plain copy is what the pure core wants."""
-    return {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec", "status") if key in body}
+    """kopf's Body is a live view; a plain copy is what the pure core wants. Without managedFields, which
+    nothing reads and which were half of every LLMService kept in registry.known (bench/operator_scale)."""
+    fresh = {key: body[key] for key in ("apiVersion", "kind", "spec", "status") if key in body}
+    fresh["metadata"] = {key: value for key, value in body.get("metadata", {}).items() if key != "managedFields"}
+    return fresh
 
 
 def _on_child_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:

@@ -149,7 +149,13 @@ def still_as_applied(owner: dict, child: dict) -> bool:
     """Whether the child still holds every field we applied last: then the change was someone else's
     field (a controller's status, an HPA's metrics), and no drift to repair."""
     state = registry.states.get(owner["metadata"]["uid"])
-    applied = state.last_applied if state else None
+    if state is None:
+        return False
+    # The owner's reconcile may be applying right now, and this event be the echo of its own apply (a
+    # controller's first status): compare with what it applies once done, not with the plan before it
+    # (or none), which made every new LLMService apply all its objects twice during a burst.
+    with state.lock:
+        applied = state.last_applied
     for desired in applied.objects if applied else []:
         if desired["kind"] == child.get("kind") and desired["metadata"]["name"] == child["metadata"]["name"]:
             return kube.contains(child, desired)
