@@ -18,7 +18,7 @@ from kubernetes import client
 from kubernetes.dynamic import DynamicClient
 
 from llm_operator.plan import make_plan
-from llm_operator.resources.router import build_router_secret, generate_master_key
+from llm_operator.router.objects import build_router_secret, generate_master_key
 
 FIELD_MANAGER = "bench-plain-client"
 THREADS = 8
