@@ -67,6 +67,10 @@ class Bench:
         self.slo_target = slo_target
         self.deadline_s = slo_deadlines(trace.prompt_tokens, hardware.token_rate_per_s, hardware.step_floor_s,
                                         slo_ttft_s)
+        # Wall-clock seconds the oracle's pruning may take (fleets of hundreds simulate slowly); when it runs
+        # out the oracle is the best schedule found so far, and `pruning_cut_short` says so.
+        self.prune_budget_s = 300.0
+        self.pruning_cut_short = False
 
     def run(self, policy: Policy, warm_start: int | None = None) -> SimResult:
         settings = replace(self.settings, initial_replicas=warm_start)
@@ -132,12 +136,16 @@ class Bench:
     def _prune(self, need: np.ndarray, result: SimResult, segment_s: int, horizon: int) -> tuple[np.ndarray, SimResult]:
         low = max(self.settings.min_replicas, 1)
         current = provisioned_schedule(need, segment_s, horizon, self.settings.cold_start_s).sum()
+        deadline = time.monotonic() + self.prune_budget_s
         changed = True
-        while changed:
+        while changed and time.monotonic() < deadline:
             changed = False
             for k in np.argsort(-need, kind="stable"):
                 if need[k] <= low:
                     continue
+                if time.monotonic() >= deadline:
+                    self.pruning_cut_short = True
+                    break
                 trial = need.copy()
                 trial[k] -= 1
                 schedule = provisioned_schedule(trial, segment_s, horizon, self.settings.cold_start_s)

@@ -55,6 +55,7 @@ def run_case(case: Case) -> dict:
     results = run_all(bench, our_variants(settings, HARDWARE[case.gpu], 0))
     summaries = {name: bench.summarize(r) if isinstance(r, SimResult) else r for name, r in results.items()}
     return {"case": case.__dict__, "label": case.label, "max_replicas": max_replicas,
+            "oracle_pruning_cut_short": bench.pruning_cut_short,
             "seconds": round(time.perf_counter() - started, 1), "policies": summaries}
 
 
@@ -90,11 +91,13 @@ def verdict(policies: dict[str, dict | str], ours: str = "ours") -> str:
 def table(rows: list[dict]) -> str:
     policies = list(rows[0]["policies"])
     header = ["trace | GPU | cold start", "max", *policies, "ours: verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---", "---:", *["---:"] * len(policies), "---"]) + "|"]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join(["---", "---", "---", "---:", *["---:"] * len(policies), "---"]) + "|"]
     for row in rows:
+        oracle_note = " (oracle pruning cut short)" if row.get("oracle_pruning_cut_short") else ""
         lines.append("| " + " | ".join([row["label"], str(row["max_replicas"]),
                                         *(cell(row["policies"][p]) for p in policies),
-                                        verdict(row["policies"])]) + " |")
+                                        verdict(row["policies"]) + oracle_note]) + " |")
     note = (f"Cells: GPU-hours, length-aware SLO attainment (TTFT <= {SLO_ALLOWANCE_S:g} s + own prefill on an idle "
             f"replica, target {SLO_TARGET:.0%}); ✗ = misses it. max = the default maxReplicas, twice the smallest "
             "always-on fleet that meets the SLO.")
