@@ -53,6 +53,10 @@ componentsPatches:
       # One instance each: nothing to elect. With leader election, a lease renewal that misses its
       # deadline while engines load the 2 cores makes the component exit, and nothing restarts it.
       - {key: leader-elect, value: "false"}
+      # Each controller's client may send 200 requests/s (default 20): at 20 the Deployment controller
+      # alone held 1000 new Deployments to about 2 per second (bench/results/operator_scale.md).
+      - {key: kube-api-qps, value: "200"}
+      - {key: kube-api-burst, value: "400"}
   - name: kube-scheduler
     extraArgs:
       - {key: leader-elect, value: "false"}

@@ -20,8 +20,10 @@ from support.prometheus_server import PodTargets, PrometheusServer
 
 @pytest.fixture
 def kube_client(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The helpers' client, pointed at the testbed (kube reads $KUBECONFIG once and caches the client)."""
-    monkeypatch.setenv("KUBECONFIG", cluster.kubeconfig)
+    """The helpers' client, pointed at the testbed (the kubernetes client reads $KUBECONFIG when it is
+    imported, which `llm-operator run` sets first; here the file is passed instead)."""
+    load = kube.config.load_kube_config
+    monkeypatch.setattr(kube.config, "load_kube_config", lambda: load(config_file=cluster.kubeconfig))
     kube.api_client.cache_clear()
     kube.dynamic.cache_clear()
     yield
