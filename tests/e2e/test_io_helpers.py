@@ -23,7 +23,8 @@ def kube_client(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     """The helpers' client, pointed at the testbed (the kubernetes client reads $KUBECONFIG when it is
     imported, which `llm-operator run` sets first; here the file is passed instead)."""
     load = kube.config.load_kube_config
-    monkeypatch.setattr(kube.config, "load_kube_config", lambda: load(config_file=cluster.kubeconfig))
+    monkeypatch.setattr(kube.config, "load_kube_config",
+                        lambda **kwargs: load(config_file=cluster.kubeconfig, **kwargs))
     kube.api_client.cache_clear()
     kube.dynamic.cache_clear()
     yield
@@ -93,7 +94,7 @@ def test_status_patch_leaves_the_spec_and_events_reach_the_apiserver(
     assert after["spec"] == before["spec"] and after["metadata"]["generation"] == before["metadata"]["generation"]
     kube.post_event(after, "Warning", "IOTest", "x" * 2000)
     events = json.loads(crd_installed.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=io", "-o", "json"))["items"]
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=io", "-o", "json").stdout)["items"]
     (event,) = [e for e in events if e["reason"] == "IOTest"]
     assert event["type"] == "Warning" and len(event["message"]) == 1024
     assert event["involvedObject"]["uid"] == after["metadata"]["uid"]
@@ -110,7 +111,7 @@ def kwok_pods(cluster: Cluster, namespace: str, count: int) -> list[str]:
     }
     cluster.kubectl("apply", "-f", "-", input=json.dumps(deployment))
     cluster.kubectl("rollout", "status", "deployment/io", "-n", namespace, "--timeout=60s")
-    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "app=io", "-o", "json"))["items"]
+    pods = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-l", "app=io", "-o", "json").stdout)["items"]
     return sorted(p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running")
 
 
