@@ -150,7 +150,9 @@ def test_queue_scales_up_to_max_then_down_after_the_delay(
     # The tiny CPU model answers fast, so the real queue swings between 0 and ~30 waiting requests and
     # its 30 s mean was 3-6 in runs here (3.2 in a fresh CI-like run, which a target of 2 turned into
     # 2 replicas, not 3): a target of 1 keeps the test about the policy, not about the machine.
-    create(cluster, namespace, autoscaled("queue", targetQueueDepth=1))
+    # The queue signal alone: the TTFT target (on by default) would hold the scale-down until it has
+    # 15 minutes of the engine's latency history, longer than this test.
+    create(cluster, namespace, autoscaled("queue", targetQueueDepth=1, targetTimeToFirstTokenSeconds=0))
     scrape_targets.map(namespace, f"app.kubernetes.io/instance=queue,{ENGINE}", vllm.base_url.split("//")[1])
 
     with Load(vllm.openai_base_url, "tiny", workers=32):

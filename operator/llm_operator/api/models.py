@@ -417,8 +417,9 @@ class Autoscaling(SpecModel):
         "(which no replica count removes): enough replicas that 99% of requests start their prefill within "
         "it. The operator learns what a replica can do from the engine's own latency histograms (engines: "
         + engines_where(lambda e: e.metrics.first_token_seconds is not None) + ") over the last 15 minutes, "
-        "so it needs no per-model or per-GPU setting, and provisions for the busiest moment of those 15 "
-        "minutes. 0 turns it off. Default: 2.",
+        "so it needs no per-model or per-GPU setting, and provisions for the busy moments of those 15 "
+        "minutes. It never scales down on less than 15 minutes of that history (a new LLMService, an "
+        "operator restart). 0 turns it off. Default: 2.",
     )
     scale_up_stabilization_seconds: int = Field(
         default=0, ge=0, le=3600,
