@@ -50,17 +50,7 @@ def _ensure_user_name() -> None:
         os.environ["USER"] = f"uid-{os.getuid()}"
 
 
-def _use_the_c_allocator() -> None:
-    """Run on the C allocator, whose free pages the operator can hand back after a burst (see
-    controller/memory.py): re-exec once with PYTHONMALLOC=malloc unless it is set (any value, to opt out)."""
-    if "PYTHONMALLOC" in os.environ or not sys.platform.startswith("linux"):
-        return
-    os.environ["PYTHONMALLOC"] = "malloc"
-    os.execv(sys.executable, [sys.executable, "-m", "llm_operator", *sys.argv[1:]])
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    _use_the_c_allocator()
     defaults = _defaults_from_args(args)
     problems = defaults_problems(defaults)
     if problems:

@@ -31,7 +31,6 @@ from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator.controller import cache, registry
 from llm_operator.controller.autoscaling import autoscale, autoscaling_enabled
 from llm_operator.controller.loops import Loop
-from llm_operator.controller.memory import TrimLoop
 from llm_operator.controller.reconcile import (
     fallback_users,
     owner,
@@ -91,7 +90,7 @@ def on_change(body: kopf.Body, reason: str, logger: kopf.Logger, **_: Any) -> No
         reconcile_quietly(other, logger)
 
 
-_loops: list[Loop | TrimLoop] = []
+_loops: list[Loop] = []
 
 
 @kopf.on.startup()
@@ -100,7 +99,6 @@ def start_loops(**_: Any) -> None:
     _loops.append(Loop("resync", resync_interval(), lambda body: reconcile_quietly(body, _log, lazy=True),
                         lambda _: True))
     _loops.append(Loop("autoscale", autoscale_interval(), autoscale, autoscaling_enabled))
-    _loops.append(TrimLoop())
     for loop in _loops:
         loop.start()
 
