@@ -66,7 +66,7 @@ def cell(summary: dict | str) -> str:
     if not isinstance(summary, dict):
         return str(summary)
     mark = "" if summary["slo_attainment"] >= SLO_TARGET else " ✗"
-    return f"{summary['gpu_hours']:.2f}, {summary['slo_attainment']:.1%}{mark}"
+    return f"{summary['gpu_hours']:.2f}, {summary['slo_attainment']:.2%}{mark}"
 
 
 def verdict(policies: dict[str, dict | str], ours: str = "ours") -> str:
