@@ -9,9 +9,9 @@ the engine and router objects, the controllers create ReplicaSets and Pods, the 
 Then, with all N Ready and nothing changing, it measures for --steady-seconds what the operator costs at rest:
 its CPU (user + system, from /proc), its memory (RSS), and the requests it sends to the kube-apiserver. The
 request rate is read from the apiserver's own `apiserver_request_total` (every verb but WATCH): the rate with
-the operator running minus the rate of the same cluster with the operator stopped (kwok heartbeats and the
-controllers). Uses the cluster `hack/cluster.sh` manages (started when it is not running) and leaves it as it
-found it.
+the operator running minus the rate of the same cluster with the operator paused (kwok heartbeats and the
+controllers), in alternating windows (`operator_share`). Uses the cluster `hack/cluster.sh` manages (started
+when it is not running) and leaves it as it found it.
 
 With --autoscaling every LLMService is autoscaled (1..3 replicas) and the operator reads a real Prometheus
 (Debian's `prometheus` on loopback, answering every query, with no targets: the policy holds), so the
@@ -299,8 +299,15 @@ class Operator:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def pause(self) -> None:
+        os.killpg(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.resume()
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(30)
@@ -314,6 +321,35 @@ def request_rates(cluster: Cluster, seconds: float) -> dict[str, float]:
     time.sleep(seconds)
     after, elapsed = requests_by(cluster.metrics(), "verb", "resource"), time.monotonic() - started
     return {call: (after[call] - before[call]) / elapsed for call in after}
+
+
+def operator_share(cluster: Cluster, operator: Operator, seconds: float) -> tuple[dict[str, float], float]:
+    """The requests per second by verb and resource the operator causes at rest, and its CPU % meanwhile.
+
+    Four windows of `seconds`/4 in the order running, paused, paused, running (SIGSTOP): the rate while
+    running minus the rate while paused, each the mean of its two windows. The rest of the cluster's rate
+    drifts after a burst (the controllers' event spam filters relax: the HPA controller's `POST events`
+    went from 23 to 0 per second within a minute at 1000), and this order cancels a linear drift. One
+    window with the operator then one without, after it stopped, counted that drift as the operator's."""
+    quarter = seconds / 4
+    running: list[dict[str, float]] = []
+    paused: list[dict[str, float]] = []
+    cpu = wall = 0.0
+    try:
+        for operator_runs in (True, False, False, True):
+            (operator.resume if operator_runs else operator.pause)()
+            cpu_before, wall_before = operator.cpu_seconds(), time.monotonic()
+            rates = request_rates(cluster, quarter)
+            if operator_runs:
+                cpu += operator.cpu_seconds() - cpu_before
+                wall += time.monotonic() - wall_before
+            (running if operator_runs else paused).append(rates)
+    finally:
+        operator.resume()
+    calls = {call for rates in running + paused for call in rates}
+    mean = lambda windows, call: sum(rates.get(call, 0.0) for rates in windows) / len(windows)  # noqa: E731
+    share = {call: round(max(0.0, mean(running, call) - mean(paused, call)), 2) for call in calls}
+    return share, 100 * cpu / wall
 
 
 def by_verb(rates: dict[str, float]) -> dict[str, float]:
@@ -423,9 +459,7 @@ def measure(cluster: Cluster, api: client.ApiClient, count: int, args: argparse.
         row.operator_burst_cpu_s = round(operator.cpu_seconds() - cpu_before, 1)
         watcher.stop()
         time.sleep(10)  # the tail of the burst's events settles
-        cpu_before, wall_before = operator.cpu_seconds(), time.monotonic()
-        with_operator = request_rates(cluster, args.steady_seconds)
-        row.operator_cpu_percent = 100 * (operator.cpu_seconds() - cpu_before) / (time.monotonic() - wall_before)
+        operators, row.operator_cpu_percent = operator_share(cluster, operator, args.steady_seconds)
         row.operator_rss_mib = operator.rss_mib()
         if args.changes:
             row.change_latencies_s = change_latencies(api, namespace, docs[0]["metadata"]["name"], args.changes)
@@ -434,10 +468,7 @@ def measure(cluster: Cluster, api: client.ApiClient, count: int, args: argparse.
     finally:
         watcher.stop()
         operator.stop()
-    without_operator = request_rates(cluster, args.steady_seconds)
     cluster.delete_namespace(namespace)
-    operators = {call: round(max(0.0, rate - without_operator.get(call, 0.0)), 2)
-                 for call, rate in with_operator.items()}
     row.api_requests_per_s = sum(operators.values())
     row.api_requests_per_llmservice_per_min = 60 * row.api_requests_per_s / count
     row.api_requests_per_s_by_verb = {verb: round(rate, 2) for verb, rate in by_verb(operators).items() if rate}

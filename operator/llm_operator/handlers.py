@@ -10,7 +10,8 @@ status. Nothing here decides.
   an idle operator costs the apiserver a few reads per LLMService (bench/operator_scale).
 - events of the children (Deployments, Services, PVCs, ConfigMaps, HPAs with our labels) reconcile
   their owner at once, so a child deleted or edited by hand is restored within seconds;
-  Pod events refresh status.
+  Pod events refresh status. Their handlers only mark the owner due (controller/due.py), and four
+  worker threads do the work, once per owner however many events came.
 - Secrets are not watched (that would take list and watch on Secrets): referenced Secrets are
   checked by name, metadata only; a missing one at every reconcile, so one created later clears
   SecretNotFound at the next resync, and one found again after 5 minutes (controller/cache.py).
@@ -30,13 +31,14 @@ import kopf
 from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator.controller import cache, registry
 from llm_operator.controller.autoscaling import autoscale, autoscaling_enabled
+from llm_operator.controller.due import DueQueue, Workers
 from llm_operator.controller.loops import Loop
 from llm_operator.controller.reconcile import (
     fallback_users,
-    owner,
+    owner_ref,
     reconcile,
     reconcile_quietly,
-    still_as_applied,
+    settle,
 )
 from llm_operator.controller.settings import autoscale_interval, resync_interval
 from llm_operator.resources.common import MANAGED_BY
@@ -67,7 +69,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+async def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
     """The latest body of every LLMService, for the periodic loops and for Pod events.
     (Not kopf timers: kopf puts a finalizer on every object that has a timer or daemon, and a
     finalizer would hang deletion while the operator is down.)"""
@@ -91,6 +93,9 @@ def on_change(body: kopf.Body, reason: str, logger: kopf.Logger, **_: Any) -> No
 
 
 _loops: list[Loop] = []
+# What the children's events ask of their LLMServices, coalesced per LLMService (controller/due.py).
+due = DueQueue()
+due_workers = Workers(due, lambda entry: settle(entry, _log), count=4)
 
 
 @kopf.on.startup()
@@ -101,12 +106,14 @@ def start_loops(**_: Any) -> None:
     _loops.append(Loop("autoscale", autoscale_interval(), autoscale, autoscaling_enabled))
     for loop in _loops:
         loop.start()
+    due_workers.start()
 
 
 @kopf.on.cleanup()
 def stop_loops(**_: Any) -> None:
     for loop in _loops:
         loop.stopped.set()
+    due_workers.stopped.set()
 
 
 def _fresh(body: kopf.Body) -> dict:
@@ -117,35 +124,36 @@ def _fresh(body: kopf.Body) -> dict:
     return fresh
 
 
-def _on_child_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    if body.get("kind") == "Deployment":
-        cache.watched.update(event.get("type"), event.get("object") or {})
-    if event.get("type") not in ("DELETED", "MODIFIED"):
-        return
-    parent = owner(body)
-    if parent is None:
-        return
+async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Async, and quick: kopf would keep the body alive while a sync handler waits for a thread
+    (controller/due.py). The owner's work is marked due and done by `due_workers`."""
     child = event.get("object") or {}
-    if event.get("type") == "MODIFIED" and still_as_applied(parent, child):
-        if child.get("kind") == "Deployment":  # ready replicas feed status
-            reconcile_quietly(parent, logger, apply=False)
+    if child.get("kind") == "Deployment":
+        cache.watched.update(event.get("type"), child)
+    ref = owner_ref(child)
+    if ref is None or event.get("type") not in ("DELETED", "MODIFIED"):
         return
-    reconcile_quietly(parent, logger)
+    owner = (child["metadata"]["namespace"], ref[0])
+    if event.get("type") == "DELETED":
+        due.mark(owner, ref[1], reapply=True)
+    else:
+        due.mark(owner, ref[1], child=child, refresh=child.get("kind") == "Deployment")
 
 
 for _group_version, _plural in (
     ("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"), ("v1", "configmaps"),
     ("autoscaling/v2", "horizontalpodautoscalers"),
 ):
-    kopf.on.event(_group_version, _plural, labels=MANAGED)(_on_child_event)
+    kopf.on.event(_group_version, _plural, labels=MANAGED)(on_child_event)
 
 
 @kopf.on.event("v1", "pods", labels=MANAGED)
-def on_pod_event(event: kopf.RawEvent, body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Pods carry no owner reference to us (their ReplicaSet owns them); find the
-    LLMService by the instance label and refresh its status."""
-    cache.watched.update(event.get("type"), event.get("object") or {})
-    labels = body.get("metadata", {}).get("labels", {})
-    parent = registry.known.get((body["metadata"]["namespace"], labels.get("app.kubernetes.io/instance")))
-    if parent is not None and not parent["metadata"].get("deletionTimestamp"):
-        reconcile_quietly(parent, logger, apply=False)
+async def on_pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Pods carry no owner reference to us (their ReplicaSet owns them): their LLMService is named by the
+    instance label, and its status refreshed."""
+    pod = event.get("object") or {}
+    cache.watched.update(event.get("type"), pod)
+    meta = pod.get("metadata") or {}
+    instance = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
+    if instance:
+        due.mark((meta["namespace"], instance), refresh=True)

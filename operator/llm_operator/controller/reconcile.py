@@ -12,6 +12,7 @@ from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 from llm_operator import GROUP, VERSION, kube
 from llm_operator.api.models import LLMService
 from llm_operator.controller import cache, registry
+from llm_operator.controller.due import Due
 from llm_operator.controller.settings import FULL_APPLY_SECONDS, operator_defaults
 from llm_operator.controller.state import AppliedPlan, ServiceState
 from llm_operator.controller.status import (
@@ -132,17 +133,39 @@ def reconcile_quietly(
         logger.debug(f"skipped: {error.summary()}")
 
 
-def owner(body: kopf.Body) -> dict | None:
-    """The live LLMService that controls this child, unless it is gone or being deleted:
-    children removed by garbage collection (or a terminating namespace) must stay removed."""
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+def owner_ref(child: dict) -> tuple[str, str] | None:
+    """The (name, uid) of the LLMService that controls this child, from its ownerReferences."""
+    for ref in child.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("apiVersion") == f"{GROUP}/{VERSION}" and ref.get("controller"):
-            namespace = body["metadata"]["namespace"]
-            # The watch's latest body when it has one: child events are frequent, reads are not free.
-            owner = registry.known.get((namespace, ref["name"])) or kube.get_llmservice(namespace, ref["name"])
-            if owner and owner["metadata"]["uid"] == ref["uid"] and not owner["metadata"].get("deletionTimestamp"):
-                return owner
+            return ref["name"], ref["uid"]
     return None
+
+
+def live_owner(namespace: str, name: str, uid: str | None) -> dict | None:
+    """The LLMService a child belongs to, unless it is gone, being deleted, or (with `uid`) a different
+    object of the same name: children removed by garbage collection (or a terminating namespace) must stay
+    removed. Without a uid (a Pod names its LLMService by label) only the watch's view is asked."""
+    # The watch's latest body when it has one: child events are frequent, reads are not free.
+    body = registry.known.get((namespace, name))
+    if body is None and uid is not None:
+        body = kube.get_llmservice(namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    if uid is not None and body["metadata"]["uid"] != uid:
+        return None
+    return body
+
+
+def settle(due: Due, logger: logging.Logger) -> None:
+    """Do what the children's events asked of their owner (controller/due.py): apply the plan when a child
+    was deleted or drifted from it, else refresh status when a Deployment or Pod changed."""
+    parent = live_owner(*due.owner, due.uid)
+    if parent is None:
+        return
+    if due.reapply or not all(still_as_applied(parent, child) for child in due.compare.values()):
+        reconcile_quietly(parent, logger)
+    elif due.refresh:
+        reconcile_quietly(parent, logger, apply=False)
 
 
 def still_as_applied(owner: dict, child: dict) -> bool:

@@ -4,6 +4,7 @@ Deployment came up at the deleted one's 8 replicas, holding 8 GPUs until the sca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -50,7 +51,8 @@ def test_recreated_llmservice_does_not_inherit_the_deleted_ones_replicas(applied
     reconcile.reconcile(old, LOG)
     assert engine_replicas(applied) == 8
 
-    handlers.track(event={"type": "DELETED"}, body=old, namespace=old["metadata"]["namespace"], name="chat")
+    namespace = old["metadata"]["namespace"]
+    asyncio.run(handlers.track(event={"type": "DELETED"}, body=old, namespace=namespace, name="chat"))
     assert registry.states.get("uid-old") is None
 
     applied.clear()
