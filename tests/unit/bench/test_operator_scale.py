@@ -3,6 +3,8 @@ controller-manager's counters, the plain client renders what the operator would 
 
 from __future__ import annotations
 
+import pytest
+from bench.operator_scale import __main__ as operator_scale
 from bench.operator_scale.__main__ import (
     Row,
     by_verb,
@@ -112,3 +114,37 @@ def test_work_queue_waits_are_per_item_added_slowest_first() -> None:
 
 def test_rates_by_call_sum_up_by_verb() -> None:
     assert by_verb({"GET deployments/scale": 2.0, "GET pods": 1.5, "POST events": 0.5}) == {"GET": 3.5, "POST": 0.5}
+
+
+class _PausableOperator:
+    def __init__(self) -> None:
+        self.running, self.cpu = True, 0.0
+
+    def pause(self) -> None:
+        self.running = False
+
+    def resume(self) -> None:
+        self.running = True
+
+    def cpu_seconds(self) -> float:
+        return self.cpu
+
+
+def test_the_operators_share_cancels_the_clusters_drift(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's own POST events fall by 10/s per window (the controllers' spam filters relaxing after a
+    burst); the operator adds 1 GET/s while it runs. Only the GET is the operator's."""
+    operator, windows = _PausableOperator(), iter(range(4))
+
+    def rates(cluster: object, seconds: float) -> dict[str, float]:
+        drift = 40.0 - 10.0 * next(windows)
+        if operator.running:
+            operator.cpu += 0.5 * seconds
+            return {"POST events": drift, "GET deployments": 1.0}
+        return {"POST events": drift}
+
+    monkeypatch.setattr(operator_scale, "request_rates", rates)
+    monkeypatch.setattr(operator_scale.time, "monotonic", iter(range(0, 1000, 15)).__next__)
+    share, cpu_percent = operator_scale.operator_share(object(), operator, 60.0)  # type: ignore[arg-type]
+    assert share == {"POST events": 0.0, "GET deployments": 1.0}
+    assert cpu_percent == 50.0
+    assert operator.running  # resumed whatever happens
