@@ -178,7 +178,8 @@ class OurPolicy:
         """irate() of each counter: its increase between the last two scrapes, per second."""
         previous, self.last_scrape = self.last_scrape, view
         names = {"prompt_tokens_per_s": "prompt_tokens_total", "first_tokens_per_s": "first_tokens_total",
-                 "prefill_seconds_per_s": "prefill_seconds_total", "queue_seconds_per_s": "queue_seconds_total"}
+                 "prefill_seconds_per_s": "prefill_seconds_total", "queue_seconds_per_s": "queue_seconds_total",
+                 "generation_tokens_per_s": "generation_tokens_total"}
         if previous is None or view.now <= previous.now:
             return dict.fromkeys(names)
         elapsed = view.now - previous.now

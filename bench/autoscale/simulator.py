@@ -66,6 +66,8 @@ class ClusterView:
     first_tokens_total: float = 0.0
     prefill_seconds_total: float = 0.0
     queue_seconds_total: float = 0.0
+    # vllm:generation_tokens_total summed over every replica: output tokens decoded.
+    generation_tokens_total: float = 0.0
 
 
 class Policy(Protocol):
@@ -103,6 +105,7 @@ class _Requests:
         self.ttft = np.full(len(trace), np.nan)
         self._arrival = trace.arrival_s
         self._prompt = trace.prompt_tokens.astype(np.float64)
+        self.generated = 0.0  # output tokens decoded by every replica so far (vllm:generation_tokens_total)
 
     def prompt_tokens_done(self, now: float) -> float:
         """Prompt tokens whose first token came out by `now` (NaN TTFT: not yet)."""
@@ -119,6 +122,7 @@ class _Requests:
             "first_tokens_total": float(done.sum()),
             "prefill_seconds_total": float((self.ttft[done] - wait).sum()),
             "queue_seconds_total": float(wait.sum()),
+            "generation_tokens_total": self.generated,
         }
 
 
@@ -155,7 +159,7 @@ class Replica:
         prefill_rate = (hw.max_batched_tokens - n_decoding) / chunk_step
         prefill_time = min(max(self.busy_until - start, 0.0), TICK_S)
         prefill_time += self._admit(start, end, floor, prefill_rate, requests)
-        self._decode(start, end, floor, chunk_step, min(prefill_time, TICK_S), n_decoding)
+        requests.generated += self._decode(start, end, floor, chunk_step, min(prefill_time, TICK_S), n_decoding)
 
     def _admit(self, start: float, end: float, floor: float, prefill_rate: float, requests: _Requests) -> float:
         """Start prefills in arrival order while sequences and KV cache allow; returns busy time in tick."""
@@ -193,17 +197,19 @@ class Replica:
 
     def _decode(
         self, start: float, end: float, floor: float, chunk_step: float, prefill_time: float, n_decoding: int
-    ) -> None:
-        """Generate tokens: one per step, slow steps while prefill chunks run, fast steps after."""
+    ) -> float:
+        """Generate tokens: one per step, slow steps while prefill chunks run, fast steps after; returns the
+        tokens generated."""
         if not len(self.remaining):
             self.gpu_busy_fraction = prefill_time / TICK_S
-            return
+            return 0.0
         decode_step = max(floor, n_decoding / self.hardware.token_rate_per_s)
         tokens_per_tick = prefill_time / chunk_step + (TICK_S - prefill_time) / decode_step
         active_share = np.clip(end - self.first_token_at, 0.0, TICK_S) / TICK_S
         longest = float((self.remaining * (active_share > 0)).max())
         decode_busy = min(TICK_S - prefill_time, longest / tokens_per_tick * TICK_S)
         self.gpu_busy_fraction = min(1.0, (prefill_time + decode_busy) / TICK_S)
+        generated = float(np.minimum(self.remaining, tokens_per_tick * active_share).clip(0.0).sum())
         self.remaining = self.remaining - tokens_per_tick * active_share
         done = self.remaining <= 0
         if done.any():
@@ -212,6 +218,7 @@ class Replica:
             self.remaining = self.remaining[keep]
             self.kv_tokens = self.kv_tokens[keep]
             self.first_token_at = self.first_token_at[keep]
+        return generated
 
 
 @dataclass

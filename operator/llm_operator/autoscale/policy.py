@@ -88,6 +88,10 @@ from llm_operator.autoscale.queueing import mean_wait, replicas_for_mix
 # Request-seconds of waiting the queueing model must expect in the window before the measured waits
 # correct it (below that, both are noise), and how far they may correct it.
 MIN_WAIT_EVIDENCE_S = 5.0
+# Samples (15 s apart) the KV load model needs in its window before it speaks: two minutes.
+MIN_KV_LOAD_SAMPLES = 8
+# The KV load model's search for a replica count stops at this multiple of maxReplicas (no steady state).
+KV_LOAD_SEARCH_FACTOR = 10
 WAIT_SCALE_BOUNDS = (1.0, 10.0)
 
 
@@ -145,6 +149,8 @@ class PolicyConfig:
     demand_smoothing_samples: int = 2
     # Size the KV-cache signal for the peak of the trailing window too, not only the last 30 s.
     kv_peak_hold: bool = True
+    kv_load_model: bool = True
+    kv_fit_min_spread: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,8 @@ class Sample:
     first_tokens_per_s: float | None = None
     prefill_seconds_per_s: float | None = None
     queue_seconds_per_s: float | None = None
+    # Output tokens the engines decoded per second, summed over the replicas (vllm:generation_tokens_total).
+    generation_tokens_per_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,8 @@ def decide(history: Sequence[Sample], state: ScalerState, config: PolicyConfig, 
 
     rate = _prompt_rate(history, newest, config)
     demand = _first_token_demand(history, newest, config)
-    recommendation = _recommend(window, rate, demand, _kv_peak(history, newest, config), config)
+    recommendation = _recommend(window, rate, demand, _kv_peak(history, newest, config), config,
+                                _kv_load(history, newest, config), current)
     if recommendation is None:
         return _hold(state, "no demand signal in the metrics (queue, KV cache, GPU utilization)")
     if recommendation.replicas < current and _queue_signal_missing(window):
@@ -378,6 +387,66 @@ def _kv_peak(history: Sequence[Sample], newest: Sample, config: PolicyConfig) ->
     return max(used) if used else None
 
 
+@dataclass(frozen=True)
+class _KvLoad:
+    replicas: int
+    peak_arrivals: float  # requests/s
+    tpot_floor: float  # seconds per output token with an empty cache
+    tpot_slope: float  # its growth per unit of KV share in use
+    holding: float  # KV share per (request/s per replica) per second of TPOT
+
+
+def _kv_load(history: Sequence[Sample], newest: Sample, config: PolicyConfig) -> _KvLoad | None:
+    """Replicas that keep the KV cache within its target at the window's peak arrival rate.
+
+    By Little's law a replica's KV share in use is its arrival rate times what a request holds over its
+    life, and its life is its output tokens times the time per output token (TPOT): u = lam * k * tpot. The
+    engines say TPOT (running requests over generated tokens per second), and a decode step reads the whole
+    resident cache, so tpot = a + b * u, fitted over the window's samples; k is the window's sum of u over
+    its sum of lam * tpot, so that the cache's lag behind the arrivals washes out. Then
+    u = lam * k * a / (1 - lam * k * b): the cache fills faster than the load grows, and has no steady state
+    past the point where the replicas cannot keep up. With too little spread in u to learn b, b is 0."""
+    if not config.kv_load_model or not config.target_kv_cache_usage:
+        return None
+    start = newest.timestamp - config.prompt_rate_peak_window_s
+    samples = sorted((sample for sample in history if start <= sample.timestamp <= newest.timestamp
+                      and sample.kv_cache_usage is not None and sample.first_tokens_per_s is not None
+                      and sample.ready_replicas), key=lambda sample: sample.timestamp)
+    if len(samples) < MIN_KV_LOAD_SAMPLES:
+        return None
+    arrivals = _arrival_rates(samples, config.demand_smoothing_samples)
+    points = [(sample.kv_cache_usage or 0.0, (sample.running_requests or 0.0) / sample.generation_tokens_per_s,
+               arrival / sample.ready_replicas)
+              for sample, arrival in zip(samples, arrivals, strict=True)
+              if sample.generation_tokens_per_s and sample.running_requests]
+    if len(points) < MIN_KV_LOAD_SAMPLES:
+        return None
+    floor, slope = _line_fit([(u, tpot) for u, tpot, _ in points], config.kv_fit_min_spread)
+    denominator = sum(lam * tpot for _, tpot, lam in points)
+    if floor <= 0 or denominator <= 0:
+        return None
+    holding = sum(u for u, _, _ in points) / denominator
+    peak = max(arrivals)
+    replicas = 1
+    while replicas < KV_LOAD_SEARCH_FACTOR * config.max_replicas:
+        load = peak / replicas * holding
+        if load * slope < 1 and load * floor / (1 - load * slope) <= config.target_kv_cache_usage:
+            break
+        replicas += 1
+    return _KvLoad(replicas, peak, floor, slope, holding)
+
+
+def _line_fit(points: Sequence[tuple[float, float]], min_spread: float) -> tuple[float, float]:
+    """Least squares y = a + b * x with b at least 0, and 0 when the xs vary by less than `min_spread`."""
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    slope = 0.0
+    if max(xs) - min(xs) >= min_spread and spread > 0:
+        slope = max(0.0, sum((x - mean_x) * (y - mean_y) for x, y in points) / spread)
+    return mean_y - slope * mean_x, slope
+
+
 def _arrival_rates(samples: Sequence[Sample], smoothing: int) -> list[float]:
     """Requests arriving per second at each sample: the first tokens served plus the growth of the queue
     (what arrived and was not served), averaged over `smoothing` consecutive samples so that the Poisson
@@ -507,9 +576,15 @@ def _no_traffic(window: Sequence[Sample]) -> bool:
 
 def _recommend(
     window: Sequence[Sample], rate: _PromptRate | None, demand: _Demand | None, kv_peak: float | None,
-    config: PolicyConfig,
+    config: PolicyConfig, kv_load: _KvLoad | None = None, current: int = 0,
 ) -> _Recommendation | None:
     found = _signal_recommendations(window, rate, demand, kv_peak, config)
+    if kv_load is not None:
+        # An extrapolation from the window's samples: trusted to keep replicas, not to add them.
+        found.append(_Recommendation(
+            min(kv_load.replicas, current), f"kv-cache load: {kv_load.peak_arrivals:.2f} requests/s at peak, TPOT "
+            f"{kv_load.tpot_floor * 1000:.3g} ms + {kv_load.tpot_slope * 1000:.3g} ms x KV use, holding "
+            f"{kv_load.holding:.3g}: need {kv_load.replicas} replicas within {config.target_kv_cache_usage:g}"))
     if not found:
         return None
     if config.min_replicas == 0 and _no_traffic(window):

@@ -125,6 +125,7 @@ class PrometheusMetrics:
             "gpu": _gauge(found, GPU_UTILIZATION),
         }
         prompt = _rate(found, names.prompt_tokens)
+        generation = _rate(found, names.generation_tokens)
         latency = _latency_rates(found, names, ready_pods)
         router_selector = _selector(namespace, router_pods)
         router = self._latest(f"{ROUTER_IN_FLIGHT}{router_selector}[{LOOKBACK}]") if router_pods else []
@@ -143,6 +144,7 @@ class PrometheusMetrics:
             gpu_utilization=_mean(series["gpu"], ready_pods),
             router_in_flight=in_flight,
             prompt_tokens_per_s=_total(prompt, ready_pods),
+            generation_tokens_per_s=_total(generation, ready_pods),
             **latency,
         )
 
@@ -152,7 +154,7 @@ def _engine_names(names: EngineMetrics) -> list[str]:
     histogram_series = [f"{names.first_token_seconds}_count", f"{names.first_token_seconds}_sum"] \
         if names.first_token_seconds else []
     histogram_series += [f"{name}_sum" for name in (names.prefill_seconds, names.queue_seconds) if name]
-    counters = [names.prompt_tokens] if names.prompt_tokens else []
+    counters = [name for name in (names.prompt_tokens, names.generation_tokens) if name]
     return [*names.waiting, *names.running, *names.kv_cache, GPU_UTILIZATION, *counters, *histogram_series]
 
 

@@ -89,6 +89,9 @@ class EngineMetrics:
     """Gauge in [0, 1]: share of the KV cache in use."""
     prompt_tokens: str | None = None
     """Counter: prompt tokens processed (its rate is the prefill load)."""
+    generation_tokens: str | None = None
+    """Counter: output tokens generated, as they are (running requests over its rate: the time per output
+    token, which the KV-cache load model reads)."""
     first_token_seconds: str | None = None
     """Histogram: time to first token (its _count is the first tokens served)."""
     prefill_seconds: str | None = None

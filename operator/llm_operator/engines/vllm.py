@@ -112,6 +112,8 @@ ENGINE = Engine(
         running=("vllm:num_requests_running",),
         kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
         prompt_tokens="vllm:prompt_tokens_total",
+        # Counted per engine step (vllm/v1/metrics/loggers.py, 0.32: num_generation_tokens of each iteration).
+        generation_tokens="vllm:generation_tokens_total",
         # vllm/v1/metrics/loggers.py (0.32): TTFT is observed at the first token, queue and prefill time when
         # the request finishes.
         first_token_seconds="vllm:time_to_first_token_seconds",

@@ -492,3 +492,51 @@ def test_kv_cache_peak_of_the_window_holds_the_replicas_it_needed() -> None:
     decisions = run(busy + calm, replicas=4, config=config)
     # 4 replicas at 0.9 = 3.6 replicas' worth of KV cache in the window: 3.6 / 0.8 -> 5, though now 0.2.
     assert max(d.desired_replicas for d in decisions) == 5 and decisions[-1].desired_replicas == 5
+
+
+# The KV-cache load model: a replica's KV share u = lam_r * k * tpot with tpot = a + b * u (decode reads the
+# resident cache at each step). Here a = 10 ms, b = 20 ms per unit of u, k = 20.
+KV_MODEL = replace(CONFIG, prompt_tokens_per_s_per_replica=None, target_ttft_s=None, scale_down_delay_s=300,
+                   target_gpu_utilization=None)
+
+
+def decoding(t: float, ready: int, arrivals: float, kv: float) -> Sample:
+    tpot = 0.010 + 0.020 * kv
+    running = 40.0 * ready
+    return replace(sample(t, ready=ready, waiting=0.0, running=running, kv=kv, gpu=None),
+                   first_tokens_per_s=arrivals, prefill_seconds_per_s=0.01 * arrivals,
+                   generation_tokens_per_s=running / tpot)
+
+
+def kv_at(per_replica_arrivals: float) -> float:
+    load = per_replica_arrivals * 20
+    return load * 0.010 / (1 - load * 0.020)
+
+
+def burst_then_calm(ready: int) -> list[Sample]:
+    """Two minutes each at 1 and 0.5 requests/s per replica, a 30 s burst of 1.5 too short to fill the
+    cache, then 10 calm minutes at 1 request/s per replica."""
+    rates = [1.0] * 8 + [0.5] * 8 + [1.5] * 2 + [1.0] * 40
+    kv = [kv_at(rate) for rate in rates[:16]] + [kv_at(1.0)] * 42
+    return [decoding(15.0 * i, ready, rate * ready, used) for i, (rate, used) in enumerate(zip(rates, kv, strict=True))]
+
+
+def test_the_kv_load_model_keeps_the_replicas_the_peak_arrival_rate_would_fill() -> None:
+    decisions = run(burst_then_calm(ready=4), replicas=4, config=KV_MODEL)
+    # The cache peaked at 4 x 0.33 replicas' worth (2 replicas at 0.8), but 6 requests/s on 3 replicas
+    # would need u = 2.0: past the cliff. On 4 it is 0.75.
+    assert all(d.desired_replicas == 4 for d in decisions)
+    assert "kv-cache load" in decisions[-1].reason and "need 4 replicas" in decisions[-1].reason
+    without = run(burst_then_calm(ready=4), replicas=4, config=replace(KV_MODEL, kv_load_model=False))
+    assert without[-1].desired_replicas == 2
+
+
+def test_the_kv_load_model_keeps_replicas_but_never_adds_them() -> None:
+    decisions = run(burst_then_calm(ready=2), replicas=2, config=KV_MODEL)
+    assert max(d.desired_replicas for d in decisions) == 2
+
+
+def test_without_spread_in_kv_use_the_slowdown_is_not_learned() -> None:
+    flat = [decoding(15.0 * i, 4, 4.0, kv_at(1.0)) for i in range(30)]
+    decisions = run(flat, replicas=4, config=KV_MODEL)
+    assert "+ 0 ms x KV use" in decisions[-1].reason or "kv-cache load" not in decisions[-1].reason
