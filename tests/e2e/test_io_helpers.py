@@ -158,10 +158,12 @@ def test_prometheus_that_does_not_answer_raises_so_the_policy_holds() -> None:
 
 @pytest.mark.parametrize(("engine", "series", "expected_prefill"), [
     # vLLM has a prefill-time histogram; SGLang's prefill is its TTFT minus its queue time.
+    # vLLM's generated tokens (the KV load model's TPOT); SGLang's are not read (see engines/sglang.py).
     ("vllm", {"vllm:time_to_first_token_seconds_count": 10, "vllm:time_to_first_token_seconds_sum": 6,
-              "vllm:request_prefill_time_seconds_sum": 4, "vllm:request_queue_time_seconds_sum": 2}, 4 / 10),
+              "vllm:request_prefill_time_seconds_sum": 4, "vllm:request_queue_time_seconds_sum": 2,
+              "vllm:generation_tokens_total": 500}, 4 / 10),
     ("sglang", {"sglang:time_to_first_token_seconds_count": 10, "sglang:time_to_first_token_seconds_sum": 6,
-                "sglang:queue_time_seconds_sum": 2}, 4 / 10),
+                "sglang:queue_time_seconds_sum": 2, "sglang:generation_tokens_total": 500}, 4 / 10),
 ])
 def test_prometheus_reads_the_engines_latency_histograms(
     cluster: Cluster, namespace: str, prometheus: PrometheusServer, scrape_targets: PodTargets,
@@ -187,4 +189,8 @@ def test_prometheus_reads_the_engines_latency_histograms(
         # a step that landed between scrapes.
         assert sample.prefill_seconds_per_s / sample.first_tokens_per_s == pytest.approx(expected_prefill, rel=0.3)
         assert sample.queue_seconds_per_s / sample.first_tokens_per_s == pytest.approx(0.2, rel=0.3)
+        if engine == "vllm":
+            assert sample.generation_tokens_per_s / sample.first_tokens_per_s == pytest.approx(50, rel=0.3)
+        else:
+            assert sample.generation_tokens_per_s is None
     scrape_targets.unmap(namespace)

@@ -117,6 +117,9 @@ ENGINE = Engine(
         prompt_tokens="sglang:prompt_tokens_total",
         first_token_seconds="sglang:time_to_first_token_seconds",
         queue_seconds="sglang:queue_time_seconds",
+        # Not generation_tokens: SGLang adds a request's output tokens to sglang:generation_tokens_total when
+        # it finishes (the tokenizer manager's per-finished-request metrics), so its rate over one scrape is
+        # not the decode speed of the batch running now, which the KV load model needs.
     ),
     capabilities=Capabilities(
         quantization=("none", "awq", "gptq", "bitsandbytes", "fp8"),
