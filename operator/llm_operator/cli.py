@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resync-interval", type=float, default=None, metavar="SECONDS",
         help="how often every LLMService's plan is rebuilt and its status refreshed; an unchanged plan is "
-        "applied again every 5 minutes (default: $LLMOP_RESYNC_INTERVAL, else 30)",
+        "applied again every 30 minutes (default: $LLMOP_RESYNC_INTERVAL, else 30)",
     )
     images = run.add_argument_group(
         "images", "operator-wide defaults for the Pods it creates (a registry mirror, an air-gapped copy); an "

@@ -6,7 +6,7 @@ status. Nothing here decides.
   server-side apply, then status is computed (status.py); so are the LLMServices that name it
   as a fallback.
 - a resync loop (every 30 s, `--resync-interval`) rebuilds each plan and refreshes status; it
-  applies only when the plan differs from the last one applied, or that was 5 minutes ago, so
+  applies only when the plan differs from the last one applied, or that was 30 minutes ago, so
   an idle operator costs the apiserver a few reads per LLMService (bench/operator_scale).
 - events of the children (Deployments, Services, PVCs, ConfigMaps, HPAs with our labels) reconcile
   their owner at once, so a child deleted or edited by hand is restored within seconds;
