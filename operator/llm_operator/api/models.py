@@ -400,7 +400,11 @@ class Autoscaling(SpecModel):
     target_kv_cache_usage: float = Field(
         default=0.8, gt=0, le=1, alias="targetKVCacheUsage",
         description="Fraction of the KV cache in use to aim for, in (0, 1]. Read from the engines that export "
-        "it (" + engines_where(lambda e: bool(e.metrics.kv_cache)) + "); ignored for the others. Default: 0.8.",
+        "it (" + engines_where(lambda e: bool(e.metrics.kv_cache)) + "); ignored for the others. Default: 0.8. "
+        "The target holds at the peak request rate of the last 15 minutes, too: with the time per output token "
+        "measured (" + engines_where(lambda e: bool(e.metrics.kv_cache and e.metrics.generation_tokens))
+        + "), the operator keeps the replicas that peak would need, since the cache fills faster than the load "
+        "grows (each decode step reads all of it); it never adds replicas on that estimate alone.",
     )
     target_prompt_tokens_per_second: int | None = Field(
         default=None, ge=1, le=10_000_000,
