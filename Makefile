@@ -57,6 +57,7 @@ cluster-down:
 ## crd: regenerate the committed CRD from the pydantic models
 crd: venv
 	$(BIN)/llm-operator crd > crds/llmservices.serving.llm-operator.io.yaml
+	cp crds/llmservices.serving.llm-operator.io.yaml charts/llm-operator/crds/
 
 lint: venv
 	$(BIN)/ruff check operator tests bench hack
