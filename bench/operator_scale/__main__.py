@@ -341,8 +341,7 @@ def operator_share(cluster: Cluster, operator: Operator, seconds: float) -> tupl
     Four windows of `seconds`/4 in the order running, paused, paused, running (SIGSTOP): the rate while
     running minus the rate while paused, each the mean of its two windows. The rest of the cluster's rate
     drifts after a burst (the controllers' event spam filters relax: the HPA controller's `POST events`
-    went from 23 to 0 per second within a minute at 1000), and this order cancels a linear drift. One
-    window with the operator then one without, after it stopped, counted that drift as the operator's.
+    fall from tens per second to none within minutes at 1000), and this order cancels a linear drift.
     Events are also counted by their reporting component (`events_by_component`), which names who posts
     them whatever the drift."""
     quarter = seconds / 4

@@ -31,7 +31,7 @@ import kopf
 from llm_operator import GROUP, PLURAL, VERSION
 from llm_operator.controller import cache, registry
 from llm_operator.controller.autoscaling import autoscale, autoscaling_enabled
-from llm_operator.controller.due import DueQueue, Workers
+from llm_operator.controller.due import Workers
 from llm_operator.controller.loops import Loop
 from llm_operator.controller.reconcile import (
     fallback_users,
@@ -93,9 +93,7 @@ def on_change(body: kopf.Body, reason: str, logger: kopf.Logger, **_: Any) -> No
 
 
 _loops: list[Loop] = []
-# What the children's events ask of their LLMServices, coalesced per LLMService (controller/due.py).
-due = DueQueue()
-due_workers = Workers(due, lambda entry: settle(entry, _log), count=4)
+due_workers = Workers(registry.due, lambda entry: settle(entry, _log), count=4)
 
 
 @kopf.on.startup()
@@ -135,9 +133,9 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
         return
     owner = (child["metadata"]["namespace"], ref[0])
     if event.get("type") == "DELETED":
-        due.mark(owner, ref[1], reapply=True)
+        registry.due.mark(owner, ref[1], reapply=True)
     else:
-        due.mark(owner, ref[1], child=child, refresh=child.get("kind") == "Deployment")
+        registry.due.mark(owner, ref[1], child=child, refresh=child.get("kind") == "Deployment")
 
 
 for _group_version, _plural in (
@@ -154,6 +152,6 @@ async def on_pod_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
     pod = event.get("object") or {}
     cache.watched.update(event.get("type"), pod)
     meta = pod.get("metadata") or {}
-    instance = (meta.get("labels") or {}).get("app.kubernetes.io/instance")
+    instance = (meta.get("labels") or {}).get(cache.INSTANCE)
     if instance:
-        due.mark((meta["namespace"], instance), refresh=True)
+        registry.due.mark((meta["namespace"], instance), refresh=True)

@@ -507,7 +507,7 @@ def _ratio_replicas(ready: int, value: float, target: float, tolerance: float) -
 
 def _signal_recommendations(
     window: Sequence[Sample], rate: _PromptRate | None, demand: _Demand | None, kv_peak: float | None,
-    config: PolicyConfig,
+    config: PolicyConfig, kv_load: _KvLoad | None = None, current: int = 0,
 ) -> list[_Recommendation]:
     ready = window[-1].ready_replicas
     found: list[_Recommendation] = []
@@ -573,6 +573,12 @@ def _signal_recommendations(
         found.append(
             _Recommendation(replicas, f"gpu utilization {gpu:.0f}% vs target {config.target_gpu_utilization:g}%")
         )
+    if kv_load is not None:
+        # An extrapolation from the window's samples: trusted to keep replicas, not to add them.
+        found.append(_Recommendation(
+            min(kv_load.replicas, current), f"kv-cache load: {kv_load.peak_arrivals:.2f} requests/s at peak, TPOT "
+            f"{kv_load.tpot_floor * 1000:.3g} ms + {kv_load.tpot_slope * 1000:.3g} ms x KV use, holding "
+            f"{kv_load.holding:.3g}: need {kv_load.replicas} replicas within {config.target_kv_cache_usage:g}"))
     return found
 
 
@@ -589,13 +595,7 @@ def _recommend(
     window: Sequence[Sample], rate: _PromptRate | None, demand: _Demand | None, kv_peak: float | None,
     config: PolicyConfig, kv_load: _KvLoad | None = None, current: int = 0,
 ) -> _Recommendation | None:
-    found = _signal_recommendations(window, rate, demand, kv_peak, config)
-    if kv_load is not None:
-        # An extrapolation from the window's samples: trusted to keep replicas, not to add them.
-        found.append(_Recommendation(
-            min(kv_load.replicas, current), f"kv-cache load: {kv_load.peak_arrivals:.2f} requests/s at peak, TPOT "
-            f"{kv_load.tpot_floor * 1000:.3g} ms + {kv_load.tpot_slope * 1000:.3g} ms x KV use, holding "
-            f"{kv_load.holding:.3g}: need {kv_load.replicas} replicas within {config.target_kv_cache_usage:g}"))
+    found = _signal_recommendations(window, rate, demand, kv_peak, config, kv_load, current)
     if not found:
         return None
     if config.min_replicas == 0 and _no_traffic(window):

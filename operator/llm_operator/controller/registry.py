@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llm_operator.api.models import LLMService
+from llm_operator.controller.due import DueQueue
 from llm_operator.controller.state import States
 from llm_operator.plan import parse
 
@@ -11,6 +12,8 @@ states = States()
 # The latest body of every LLMService by (namespace, name): the watch's view, for the loops, for
 # children's owner lookups and for Pod events (which name their LLMService by label).
 known: dict[tuple[str, str], dict] = {}
+# What the children's events ask of their LLMServices, one entry per LLMService (controller/due.py).
+due = DueQueue()
 
 
 def service_of(body: dict) -> LLMService | None:

@@ -128,7 +128,7 @@ def test_children_of_a_re_created_or_deleted_owner_change_nothing(
 
 def test_handlers_mark_the_owner_and_return(monkeypatch: pytest.MonkeyPatch) -> None:
     queue = DueQueue()
-    monkeypatch.setattr(handlers, "due", queue)
+    monkeypatch.setattr(registry, "due", queue)
     monkeypatch.setattr(cache, "watched", cache.WatchCache())
     child = deployment()
     child["metadata"]["ownerReferences"] = [
