@@ -48,6 +48,12 @@ GPU_MEMORY_MIB: dict[str, int] = {
     "AMD-Instinct-MI250X": 131072,
 }
 
+# The most GPUs one node of a product holds (HGX/DGX and PCIe servers: 8; a GH200 node: up to 4
+# superchips), for layouts that would need more in one Pod. Products not listed: 8.
+GPUS_PER_NODE: dict[str, int] = {"NVIDIA-GH200-480GB": 4}
+DEFAULT_GPUS_PER_NODE = 8
+MAX_NODES = 16
+
 # Bits per weight of llama.cpp's GGUF quantization types (llama.cpp's quantize tool reports
 # these effective sizes, scales included).
 GGUF_VARIANT_BITS: dict[str, float] = {
@@ -77,6 +83,12 @@ class FitInput:
     memory_utilization: float
     methods: tuple[str, ...] = ("none", "awq", "gptq", "bitsandbytes", "fp8", "gguf")
     """The quantization methods the engine accepts: suggestions name only these."""
+    nodes: int = 1
+    """Nodes one replica spans; `gpus` counts the GPUs of all of them that hold weights."""
+    pod_gpus: int | None = None
+    """GPUs of each Pod (resources.gpus), checked against what one node of the product holds."""
+    multi_node: bool = False
+    """Whether the engine serves across nodes: suggestions offer more nodes only then."""
 
 
 @dataclass(frozen=True)
@@ -137,9 +149,39 @@ def _gib(value: float) -> str:
     return f"{value / GIB:.1f} GiB"
 
 
+def gpus_per_node(product: str | None) -> int | None:
+    """The most GPUs one node of `product` has, when the product is known."""
+    if product and product in GPU_MEMORY_MIB:
+        return GPUS_PER_NODE.get(product, DEFAULT_GPUS_PER_NODE)
+    return None
+
+
+def _per_node_check(spec: FitInput) -> FitResult | None:
+    """A Pod asking for more GPUs than any node of the selected product has would stay Pending forever."""
+    most = gpus_per_node(spec.gpu_product)
+    if most is None or spec.pod_gpus is None or spec.pod_gpus <= most:
+        return None
+    total = spec.pod_gpus * spec.nodes
+    fix = (f"set resources.gpus: {most} and resources.nodes: {-(-total // most)}" if spec.multi_node
+           else f"set resources.gpus to at most {most}")
+    return FitResult(
+        "False", "TooManyGPUsPerNode",
+        f"resources.gpus ({spec.pod_gpus}) asks for more GPUs in one Pod than a {spec.gpu_product} node has "
+        f"({most}): {fix}",
+    )
+
+
+def _layout(spec: FitInput, per_gpu: int) -> str:
+    gpus = f"{spec.gpus} x {_gib(per_gpu)} x {spec.memory_utilization:g}"
+    return f"{gpus} on {spec.nodes} nodes" if spec.nodes > 1 else gpus
+
+
 def check_fit(spec: FitInput) -> FitResult:
     if spec.gpus == 0:
         return FitResult("True", "CPUOnly", "no GPUs requested; weights load into node memory")
+    too_many = _per_node_check(spec)
+    if too_many is not None:
+        return too_many
     per_gpu = gpu_memory_bytes(spec.gpu_memory_bytes, spec.gpu_product)
     if spec.parameters is None or per_gpu is None:
         missing = "spec.model.parameters" if spec.parameters is None else (
@@ -149,7 +191,7 @@ def check_fit(spec: FitInput) -> FitResult:
     weights = weight_bytes(spec.parameters, spec.method, spec.bits, spec.variant)
     budget = spec.gpus * per_gpu * spec.memory_utilization
     usable = _usable(spec.gpus, per_gpu, spec.memory_utilization)
-    layout = f"{spec.gpus} x {_gib(per_gpu)} x {spec.memory_utilization:g}"
+    layout = _layout(spec, per_gpu)
     if weights <= usable:
         return FitResult(
             "True", "Fits",
@@ -167,20 +209,36 @@ def suggest(spec: FitInput, per_gpu: int) -> str:
     assert spec.parameters is not None
     options: list[str] = []
     weights = weight_bytes(spec.parameters, spec.method, spec.bits, spec.variant)
+    node_gpus = gpus_per_node(spec.gpu_product) or DEFAULT_GPUS_PER_NODE
     more_gpus = next(
-        (n for n in TENSOR_PARALLEL_SIZES if n > spec.gpus and weights <= _usable(n, per_gpu, spec.memory_utilization)),
+        (n for n in TENSOR_PARALLEL_SIZES
+         if spec.gpus < n <= node_gpus and spec.nodes == 1 and weights <= _usable(n, per_gpu, spec.memory_utilization)),
         None,
     )
     if more_gpus:
         options.append(f"resources.gpus: {more_gpus} (tensor parallel across {more_gpus} GPUs)")
+    elif spec.multi_node:
+        nodes = next((k for k in range(max(2, spec.nodes + 1), MAX_NODES + 1)
+                      if weights <= _usable(node_gpus * k, per_gpu, spec.memory_utilization)), None)
+        if nodes:
+            options.append(multi_node_layout(spec, node_gpus, nodes, per_gpu))
     for method, bits, label in (("fp8", None, "fp8"), ("awq", 4, "awq (4-bit)"), ("gguf", None, "gguf Q4_K_M")):
         if bits_per_parameter(method, bits, None) >= bits_per_parameter(spec.method, spec.bits, spec.variant):
             continue
         if method not in spec.methods:
             continue  # the API rejects this method for the engine
         if weight_bytes(spec.parameters, method, bits, None) <= _usable(spec.gpus, per_gpu, spec.memory_utilization):
-            options.append(f"quantization.method: {label} with {spec.gpus} GPU(s)")
+            where = f" on {spec.nodes} nodes" if spec.nodes > 1 else ""
+            options.append(f"quantization.method: {label} with {spec.gpus} GPU(s){where}")
             break
     if not options:
         return "no single change fits: use a larger GPU, or more GPUs with a quantized model"
     return "would fit with " + " or ".join(options)
+
+
+def multi_node_layout(spec: FitInput, node_gpus: int, nodes: int, per_gpu: int) -> str:
+    """'resources.gpus: 8 and resources.nodes: 2 (fits on 2 nodes of 8x NVIDIA-H100-80GB-HBM3 with
+    tensorParallelSize 8 and pipelineParallelSize 2)': tensor parallel within a node, a stage per node."""
+    gpu = spec.gpu_product or f"{_gib(per_gpu)} GPU"
+    return (f"resources.gpus: {node_gpus} and resources.nodes: {nodes} (fits on {nodes} nodes of {node_gpus}x {gpu} "
+            f"with tensorParallelSize {node_gpus} and pipelineParallelSize {nodes})")

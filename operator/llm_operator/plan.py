@@ -16,9 +16,10 @@ from llm_operator.api.quantity import quantity_bytes
 from llm_operator.api.validation import validate_documents
 from llm_operator.defaults import NO_DEFAULTS, OperatorDefaults, apply_defaults
 from llm_operator.engines import ENGINES, engine_problems
+from llm_operator.engines.base import effective_pipeline_parallel_size, multi_node
 from llm_operator.fit import FitInput, FitResult, check_fit
 from llm_operator.naming import engine_url
-from llm_operator.resources import build_deployment, build_pvc, build_service
+from llm_operator.resources import build_deployment, build_leader_worker_set, build_pvc, build_service
 from llm_operator.resources.common import SKIP_FIT_CHECK_ANNOTATION
 from llm_operator.router.objects import router_endpoint, router_objects
 
@@ -58,9 +59,16 @@ def desired_objects(
     if pvc is not None:
         objects.append(pvc)
     objects.append(build_service(service, uid))
-    objects.append(build_deployment(service, uid, autoscaled_replicas))
+    objects.append(build_workload(service, uid, autoscaled_replicas))
     objects.extend(router_objects(service, uid, fallback_services or {}, existing_secrets))
     return objects
+
+
+def build_workload(service: LLMService, uid: str | None, autoscaled_replicas: int | None) -> dict[str, Any]:
+    """The engine's Pods: a Deployment, or a LeaderWorkerSet when one replica spans several nodes."""
+    if multi_node(service.spec):
+        return build_leader_worker_set(service, uid, autoscaled_replicas)
+    return build_deployment(service, uid, autoscaled_replicas)
 
 
 def fit_input(spec: LLMServiceSpec) -> FitInput:
@@ -74,12 +82,17 @@ def fit_input(spec: LLMServiceSpec) -> FitInput:
         method=method,
         bits=spec.quantization.bits,
         variant=variant,
-        # Weights are sharded over the tensor-parallel group; GPUs beyond it hold no weights.
-        gpus=min(resources.gpus, effective_tensor_parallel_size(spec)) if resources.gpus else 0,
+        # Weights are sharded over tensor x pipeline parallel GPUs; GPUs beyond those hold no weights.
+        gpus=min(resources.gpus * resources.nodes,
+                 effective_tensor_parallel_size(spec) * effective_pipeline_parallel_size(spec))
+        if resources.gpus else 0,
         gpu_memory_bytes=quantity_bytes(resources.gpu_memory) if resources.gpu_memory else None,
         gpu_product=resources.gpu_product,
         memory_utilization=spec.serving.gpu_memory_utilization or engine.capabilities.default_memory_utilization,
         methods=engine.capabilities.quantization,
+        nodes=resources.nodes,
+        pod_gpus=resources.gpus,
+        multi_node=engine.capabilities.multi_node,
     )
 
 

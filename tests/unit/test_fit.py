@@ -233,7 +233,75 @@ def test_fit_input_from_a_spec() -> None:
         "serving": {"gpuMemoryUtilization": 0.85},
     })
     assert fit_input(service.spec) == FitInput(70e9, "awq", None, None, 2, 80 * GIB, "NVIDIA-H100-80GB-HBM3", 0.85,
-                                               ENGINES["vllm"].capabilities.quantization)
+                                               ENGINES["vllm"].capabilities.quantization, nodes=1, pod_gpus=2,
+                                               multi_node=True)
+
+
+# --- layouts across nodes -------------------------------------------------------------------------
+
+H100 = "NVIDIA-H100-80GB-HBM3"
+
+
+def test_maverick_in_bf16_is_offered_two_nodes_of_eight() -> None:
+    """Llama 4 Maverick, about 402B parameters: 749 GiB of bf16 weights, more than one node of 8x H100."""
+    spec = make_service("vllm", {"model": {"parameters": "402B"}, "resources": {"gpus": 8, "gpuProduct": H100}}).spec
+    result = check_fit(fit_input(spec))
+    assert not result.fits
+    assert "fits on 2 nodes of 8x NVIDIA-H100-80GB-HBM3 with tensorParallelSize 8 and pipelineParallelSize 2" \
+        in result.message
+    assert "resources.gpus: 8 and resources.nodes: 2" in result.message
+
+
+def test_the_offered_layout_fits() -> None:
+    spec = make_service("vllm", {"model": {"parameters": "402B"},
+                                 "resources": {"gpus": 8, "nodes": 2, "gpuProduct": H100}}).spec
+    result = check_fit(fit_input(spec))
+    assert result.fits, result.message
+    assert "16 x 79.6 GiB x 0.9 on 2 nodes" in result.message
+
+
+def test_a_layout_too_small_across_nodes_is_refused_with_more_nodes() -> None:
+    """DeepSeek-V3's 671B in bf16 (1250 GiB) needs three nodes of 8x H100, not two."""
+    spec = make_service("vllm", {"model": {"parameters": "671B"},
+                                 "resources": {"gpus": 8, "nodes": 2, "gpuProduct": H100}}).spec
+    result = check_fit(fit_input(spec))
+    assert not result.fits
+    assert "on 2 nodes" in result.message
+    assert "resources.nodes: 3" in result.message
+    assert "quantization.method: fp8 with 16 GPU(s) on 2 nodes" in result.message
+
+
+def test_tensor_parallel_across_nodes_counts_every_gpu() -> None:
+    spec = make_service("vllm", {"model": {"parameters": "402B"},
+                                 "resources": {"gpus": 8, "nodes": 2, "gpuProduct": H100},
+                                 "serving": {"tensorParallelSize": 16}}).spec
+    assert fit_input(spec).gpus == 16
+
+
+def test_more_gpus_in_one_pod_than_a_node_has_is_refused() -> None:
+    spec = make_service("vllm", {"model": {"parameters": "402B"}, "resources": {"gpus": 16, "gpuProduct": H100},
+                                 "serving": {"tensorParallelSize": 16}}).spec
+    result = check_fit(fit_input(spec))
+    assert (result.status, result.reason) == ("False", "TooManyGPUsPerNode")
+    assert "resources.gpus (16)" in result.message
+    assert "than a NVIDIA-H100-80GB-HBM3 node has (8): set resources.gpus: 8 and resources.nodes: 2" in result.message
+
+
+def test_an_engine_on_one_node_is_not_offered_nodes() -> None:
+    spec = make_service("tgi", {"model": {"parameters": "402B"}, "resources": {"gpus": 8, "gpuProduct": H100}}).spec
+    result = check_fit(fit_input(spec))
+    assert not result.fits
+    assert "resources.nodes" not in result.message
+    assert "quantization.method" in result.message or "no single change fits" in result.message
+
+
+def test_more_gpus_are_offered_only_up_to_a_node() -> None:
+    """405B in fp8 (377 GiB) fits 8x H100 on one node: the suggestion stays on one node."""
+    spec = make_service("vllm", {"model": {"parameters": "405B"}, "quantization": {"method": "fp8"},
+                                 "resources": {"gpus": 4, "gpuProduct": H100}}).spec
+    result = check_fit(fit_input(spec))
+    assert "resources.gpus: 8 (tensor parallel across 8 GPUs)" in result.message
+    assert "resources.nodes" not in result.message
 
 
 @pytest.mark.parametrize("engine", ["vllm", "tgi", "ollama"])

@@ -13,6 +13,8 @@ from llm_operator.engines.base import QUANTIZATION_METHODS, Engine
 
 TENSOR_PARALLEL_SIZE = Value("self.serving.tensorParallelSize", lambda s: s.serving.tensor_parallel_size)
 ENGINE = Value("self.engine", lambda s: s.engine)
+NODES = Value("(has(self.resources) && has(self.resources.nodes) ? self.resources.nodes : 1)",
+              lambda s: s.resources.nodes)
 METHOD = Value("self.quantization.method", lambda s: s.quantization.method)
 
 
@@ -38,6 +40,11 @@ SETTINGS = {
         "serving.gpuMemoryUtilization", "!has(self.serving) || !has(self.serving.gpuMemoryUtilization)",
         lambda s: s.serving.gpu_memory_utilization is None,
     ),
+    "pipelineParallelSize": Setting(
+        "serving.pipelineParallelSize above 1",
+        "!has(self.serving) || !has(self.serving.pipelineParallelSize) || self.serving.pipelineParallelSize <= 1",
+        lambda s: (s.serving.pipeline_parallel_size or 1) <= 1,
+    ),
     "enablePrefixCaching": Setting(
         "serving.enablePrefixCaching: true",
         "!has(self.serving) || !has(self.serving.enablePrefixCaching) || !self.serving.enablePrefixCaching",
@@ -53,6 +60,7 @@ def engine_rules(engines: Iterable[Engine]) -> tuple[Rule, ...]:
         *(rule for engine in engines if (rule := quantization_rule(engine, engines))),
         *(rule for name in SETTINGS if (rule := setting_rule(name, engines))),
         *(tensor_parallel_rule(engine, engines) for engine in engines if not engine.capabilities.tensor_parallel),
+        *(multi_node_rule(engine, engines) for engine in engines if not engine.capabilities.multi_node),
     )
 
 
@@ -104,6 +112,20 @@ def tensor_parallel_rule(engine: Engine, engines: list[Engine]) -> Rule:
         message=f"engine {engine.name} cannot split a model across GPUs, so serving.tensorParallelSize must be 1, "
         f"not {{size}}: remove it, or use engine {able} for tensor parallelism",
         values={"size": TENSOR_PARALLEL_SIZE},
+        reason="FieldValueForbidden",
+    )
+
+
+def multi_node_rule(engine: Engine, engines: list[Engine]) -> Rule:
+    able = or_list(e.name for e in engines if e.capabilities.multi_node)
+    return Rule(
+        field="resources.nodes",
+        cel=f"self.engine != '{engine.name}' || {NODES.cel} <= 1",
+        valid=lambda s: s.engine != engine.name or s.resources.nodes <= 1,
+        message=f"engine {engine.name} serves a replica on one node, so resources.nodes must be 1, not {{nodes}}: "
+        f"set resources.nodes: 1 (with more resources.gpus or a quantization.method if the model does not fit "
+        f"one node), or use engine {able} to serve across nodes",
+        values={"nodes": NODES},
         reason="FieldValueForbidden",
     )
 

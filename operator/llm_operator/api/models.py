@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from llm_operator import GROUP, KIND, VERSION
-from llm_operator.api.engine_rules import TENSOR_PARALLEL_SIZE, engine_rules
+from llm_operator.api.engine_rules import NODES, TENSOR_PARALLEL_SIZE, engine_rules
 from llm_operator.api.quantity import PARAMETER_COUNT_PATTERN, Quantity, parse_parameter_count
 from llm_operator.api.rules import Rule, Value
 from llm_operator.engines import ENGINES
@@ -146,6 +146,30 @@ class Toleration(SpecModel):
 
 # --- spec -----------------------------------------------------------------------------------
 
+# Values the cross-field rules of LLMServiceSpec quote; CEL spells out the defaults because `has()` sees the
+# object before nested defaults apply.
+GPUS = Value("(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : 1)",
+             lambda s: s.resources.gpus)
+GROUP_GPUS = Value(f"({GPUS.cel} > 0 ? {GPUS.cel} : 1) * {NODES.cel}", lambda s: _group_gpus(s))
+TP = Value(f"(has(self.serving) && has(self.serving.tensorParallelSize) ? self.serving.tensorParallelSize "
+           f": ({GPUS.cel} > 0 ? {GPUS.cel} : 1))", lambda s: effective_tensor_parallel_size(s))
+ACCESS_MODE = Value("(has(self.storage) && has(self.storage.accessMode) ? self.storage.accessMode : 'ReadWriteOnce')",
+                    lambda s: s.storage.access_mode if s.storage else None)
+
+
+def _group_gpus(spec: Any) -> int:
+    """GPUs of one replica: every Pod of its group."""
+    return max(spec.resources.gpus, 1) * spec.resources.nodes
+
+
+def _world_size_valid(spec: Any) -> bool:
+    pp = spec.serving.pipeline_parallel_size
+    if pp is None:
+        return True
+    world = effective_tensor_parallel_size(spec) * pp
+    return world == _group_gpus(spec) if spec.resources.nodes > 1 else world <= _group_gpus(spec)
+
+
 
 class Model(SpecModel):
     """The model to serve."""
@@ -241,6 +265,15 @@ class Resources(SpecModel):
         description="GPUs per engine Pod, requested as limits <gpuResource>: N. 0 runs on CPU only. "
         "Also the default tensor parallel size. Default: 1.",
     )
+    nodes: int = Field(
+        default=1, ge=1, le=64,
+        description="Nodes one replica spans, each running one Pod with `gpus` GPUs. 1 (default): a Deployment. "
+        "More than 1 serves a model larger than one node: the operator creates a LeaderWorkerSet "
+        "(leaderworkerset.x-k8s.io, which must be installed) whose every replica is a group of one leader Pod, "
+        "which serves the API, and nodes-1 worker Pods, scheduled, restarted and scaled together, each on a "
+        "node of its own. The model is split across gpus x nodes GPUs (serving.tensorParallelSize x "
+        "serving.pipelineParallelSize). Engines: " + engines_where(lambda e: e.capabilities.multi_node) + ".",
+    )
     gpu_resource: str = Field(
         default="nvidia.com/gpu", max_length=253, pattern=RESOURCE_NAME,
         description="The extended resource that counts GPUs: nvidia.com/gpu, amd.com/gpu, or a MIG profile "
@@ -321,8 +354,19 @@ class Serving(SpecModel):
     )
     tensor_parallel_size: int | None = Field(
         default=None, ge=1, le=64,
-        description="GPUs one model is split across. " + per_engine("serving.tensorParallelSize")
-        + " At most resources.gpus. Default: resources.gpus (1 on CPU).",
+        description="GPUs each layer is split across. " + per_engine("serving.tensorParallelSize")
+        + " At most resources.gpus on one node; across nodes it must divide resources.gpus x resources.nodes. "
+        "Default: resources.gpus (1 on CPU).",
+    )
+    pipeline_parallel_size: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Pipeline stages the model's layers are split into; tensorParallelSize x "
+        "pipelineParallelSize GPUs hold one replica. " + per_engine("serving.pipelineParallelSize")
+        + " On several nodes (resources.nodes > 1) it must make tensorParallelSize x pipelineParallelSize = "
+        "resources.gpus x resources.nodes. Default: resources.nodes when tensorParallelSize is at most "
+        "resources.gpus (tensor parallel within a node, one stage per node), else the stages that fill the "
+        "group's GPUs; 1 on one node. Rejected for "
+        + engines_where(lambda e: "pipelineParallelSize" not in e.capabilities.settings) + ".",
     )
     enable_prefix_caching: bool | None = Field(
         default=None,
@@ -602,13 +646,59 @@ class LLMServiceSpec(SpecModel):
         Rule(
             field="serving.tensorParallelSize",
             cel="!has(self.serving) || !has(self.serving.tensorParallelSize) || !has(self.resources) "
-            "|| self.resources.gpus == 0 || self.serving.tensorParallelSize <= self.resources.gpus",
-            valid=lambda s: s.serving.tensor_parallel_size is None or s.resources.gpus == 0
+            f"|| self.resources.gpus == 0 || {NODES.cel} > 1 || self.serving.tensorParallelSize <= self.resources.gpus",
+            valid=lambda s: s.serving.tensor_parallel_size is None or s.resources.gpus == 0 or s.resources.nodes > 1
             or s.serving.tensor_parallel_size <= s.resources.gpus,
             message="serving.tensorParallelSize ({size}) splits the model across more GPUs than "
-            "resources.gpus ({gpus}) gives each Pod: raise resources.gpus or lower tensorParallelSize",
+            "resources.gpus ({gpus}) gives each Pod: raise resources.gpus or lower tensorParallelSize, or serve "
+            "across nodes with resources.nodes",
             values={"size": TENSOR_PARALLEL_SIZE,
                     "gpus": Value("self.resources.gpus", lambda s: s.resources.gpus)},
+        ),
+        Rule(
+            field="resources.gpus",
+            cel=f"{NODES.cel} <= 1 || {GPUS.cel} >= 1",
+            valid=lambda s: s.resources.nodes <= 1 or s.resources.gpus >= 1,
+            message="resources.nodes ({nodes}) splits one replica over the GPUs of several nodes, but resources.gpus "
+            "is 0: set resources.gpus to the GPUs of each node (e.g. 8), or resources.nodes to 1",
+            values={"nodes": NODES},
+        ),
+        Rule(
+            field="serving.tensorParallelSize",
+            cel=f"{NODES.cel} <= 1 || !has(self.serving) || !has(self.serving.tensorParallelSize) "
+            f"|| {GROUP_GPUS.cel} % self.serving.tensorParallelSize == 0",
+            valid=lambda s: s.resources.nodes <= 1 or s.serving.tensor_parallel_size is None
+            or _group_gpus(s) % s.serving.tensor_parallel_size == 0,
+            message="serving.tensorParallelSize ({size}) must divide the GPUs of a group, resources.gpus x "
+            "resources.nodes = {total}: set it to resources.gpus (tensor parallel within each node, the "
+            "default) or to {total} (across all nodes)",
+            values={"size": TENSOR_PARALLEL_SIZE, "total": GROUP_GPUS},
+        ),
+        Rule(
+            field="serving.pipelineParallelSize",
+            cel=f"!has(self.serving) || !has(self.serving.pipelineParallelSize) || ({NODES.cel} > 1 "
+            f"? {TP.cel} * self.serving.pipelineParallelSize == {GROUP_GPUS.cel} "
+            f": {TP.cel} * self.serving.pipelineParallelSize <= {GROUP_GPUS.cel})",
+            valid=_world_size_valid,
+            message="serving.tensorParallelSize x serving.pipelineParallelSize ({tp} x {pp}) must use {relation} "
+            "the GPUs of a replica, resources.gpus x resources.nodes = {total}: change pipelineParallelSize, or "
+            "remove it for the default",
+            values={"tp": TP, "pp": Value("self.serving.pipelineParallelSize",
+                                          lambda s: s.serving.pipeline_parallel_size),
+                    "relation": Value(f"{NODES.cel} > 1 ? 'exactly' : 'at most'",
+                                      lambda s: "exactly" if s.resources.nodes > 1 else "at most"),
+                    "total": GROUP_GPUS},
+        ),
+        Rule(
+            field="storage.accessMode",
+            cel=f"{NODES.cel} <= 1 || !has(self.storage) || {ACCESS_MODE.cel} in ['ReadWriteMany', 'ReadOnlyMany']",
+            valid=lambda s: s.resources.nodes <= 1 or s.storage is None
+            or s.storage.access_mode in ("ReadWriteMany", "ReadOnlyMany"),
+            message="the {nodes} Pods of a replica run on different nodes and all mount the model cache, but "
+            "storage.accessMode is {mode}, which one node at a time can mount: set accessMode: ReadWriteMany "
+            "(a shared file system), or remove storage (each Pod downloads to an emptyDir)",
+            values={"nodes": NODES, "mode": ACCESS_MODE},
+            reason="FieldValueForbidden",
         ),
     )
 

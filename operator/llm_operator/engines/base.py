@@ -45,6 +45,9 @@ class EngineContainer:
     init_containers: list[dict[str, Any]] = field(default_factory=list)
     readiness_exec: list[str] | None = None
     """An exec readiness check instead of HTTP on health_path, when HTTP cannot tell readiness."""
+    worker_args: list[str] | None = None
+    """Arguments of the worker Pods of a multi-node group (resources.nodes > 1), which join the leader's
+    engine and serve no API; `args` are then the leader's. None on one node."""
 
 
 def secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
@@ -74,6 +77,21 @@ def served_name(service: LLMService) -> str:
 def effective_tensor_parallel_size(spec: LLMServiceSpec) -> int:
     """serving.tensorParallelSize, else resources.gpus (1 on CPU)."""
     return spec.serving.tensor_parallel_size or max(spec.resources.gpus, 1)
+
+
+def effective_pipeline_parallel_size(spec: LLMServiceSpec) -> int:
+    """serving.pipelineParallelSize, else the stages that fill every GPU of the group: resources.nodes when
+    tensor parallelism stays within a node (the common layout: tensor parallel inside a node, pipeline
+    stages across nodes), 1 on one node."""
+    if spec.serving.pipeline_parallel_size:
+        return spec.serving.pipeline_parallel_size
+    group_gpus = max(spec.resources.gpus, 1) * spec.resources.nodes
+    return max(1, group_gpus // effective_tensor_parallel_size(spec))
+
+
+def multi_node(spec: LLMServiceSpec) -> bool:
+    """One replica spans several Pods on several nodes (a LeaderWorkerSet group)."""
+    return spec.resources.nodes > 1
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,8 @@ class Capabilities:
     """Why some methods are missing, quoted in the rule's message."""
     tensor_parallel: bool = True
     """Whether serving.tensorParallelSize > 1 works (one model split over several GPUs)."""
+    multi_node: bool = False
+    """Whether one replica can span several nodes (resources.nodes > 1, a LeaderWorkerSet group)."""
     settings: tuple[str, ...] = ()
     """Optional serving fields only some engines have (SETTINGS in api/engine_rules.py) that this one maps."""
     default_memory_utilization: float = 0.9

@@ -9,9 +9,11 @@ from llm_operator.engines.base import (
     Engine,
     EngineContainer,
     EngineMetrics,
+    effective_pipeline_parallel_size,
     effective_tensor_parallel_size,
     flag,
     hf_token_env,
+    multi_node,
     served_name,
     user_env,
 )
@@ -25,6 +27,11 @@ CACHE_PATH = "/model-cache"
 
 
 def args(service: LLMService) -> list[str]:
+    """The arguments of a single-node replica: the generated flags, then serving.extraArgs."""
+    return with_extra_args(service, generated_args(service))
+
+
+def generated_args(service: LLMService) -> list[str]:
     spec = service.spec
     serving = spec.serving
     method = spec.quantization.method
@@ -38,13 +45,47 @@ def args(service: LLMService) -> list[str]:
         *flag("--max-model-len", serving.max_model_len),
         *flag("--gpu-memory-utilization", serving.gpu_memory_utilization),
         "--tensor-parallel-size", str(effective_tensor_parallel_size(spec)),
+        *flag("--pipeline-parallel-size", serving.pipeline_parallel_size or (
+            effective_pipeline_parallel_size(spec) if multi_node(spec) else None)),
         *flag("--max-num-seqs", serving.max_concurrent_requests),
     ]
     if serving.enable_prefix_caching is True:
         result.append("--enable-prefix-caching")
     elif serving.enable_prefix_caching is False:
         result.append("--no-enable-prefix-caching")
-    return result + list(serving.extra_args)
+    return result
+
+
+# Multi-node: vLLM's own multiprocessing executor, no Ray (vllm/config/parallel.py and
+# vllm/entrypoints/cli/serve.py, 0.32: `--nnodes`, `--node-rank`, `--master-addr`, `--master-port` "for multi-node
+# distributed inference when distributed_executor_backend is mp"; workers run `--headless`, with no API server).
+# LWS_LEADER_ADDRESS and LWS_WORKER_INDEX are set in each Pod by LeaderWorkerSet's Pod webhook; the kubelet
+# expands $(VAR) from the container's environment.
+MASTER_PORT = 29501
+
+
+def group_args(service: LLMService, rank: str) -> list[str]:
+    return [
+        "--distributed-executor-backend", "mp",
+        "--nnodes", str(service.spec.resources.nodes),
+        "--node-rank", rank,
+        "--master-addr", "$(LWS_LEADER_ADDRESS)",
+        "--master-port", str(MASTER_PORT),
+    ]
+
+
+def leader_args(service: LLMService) -> list[str]:
+    return with_extra_args(service, generated_args(service) + group_args(service, "0"))
+
+
+def worker_args(service: LLMService) -> list[str]:
+    return with_extra_args(
+        service, generated_args(service) + group_args(service, "$(LWS_WORKER_INDEX)") + ["--headless"]
+    )
+
+
+def with_extra_args(service: LLMService, generated: list[str]) -> list[str]:
+    return generated + list(service.spec.serving.extra_args)
 
 
 def container(service: LLMService) -> EngineContainer:
@@ -59,10 +100,16 @@ def container(service: LLMService) -> EngineContainer:
         *user_env(service),
     ]
     gpus = service.spec.resources.gpus
+    several_nodes = multi_node(service.spec)
+    if several_nodes:
+        # The address the other nodes reach this one at (vLLM picks one itself otherwise, which in a Pod
+        # with several interfaces may be the wrong one).
+        env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
     return EngineContainer(
         image=service.spec.image or IMAGE,
         command=["vllm", "serve"],
-        args=args(service),
+        args=leader_args(service) if several_nodes else args(service),
+        worker_args=worker_args(service) if several_nodes else None,
         env=env,
         port=PORT,
         health_path="/health",
@@ -96,6 +143,8 @@ ENGINE = Engine(
     managed_flags={
         "--model": "model.name", "--served-model-name": "model.servedName", "--host": None, "--port": None,
         "--tensor-parallel-size": "serving.tensorParallelSize", "--quantization": "quantization.method",
+        "--pipeline-parallel-size": "serving.pipelineParallelSize", "--nnodes": "resources.nodes",
+        "--node-rank": "resources.nodes", "--master-addr": "resources.nodes", "--headless": "resources.nodes",
     },
     field_docs={
         "model.name": "the model argument of `vllm serve`", "model.servedName": "--served-model-name",
@@ -103,6 +152,7 @@ ENGINE = Engine(
         "quantization.method": "--quantization <method>", "serving.maxModelLen": "--max-model-len",
         "serving.gpuMemoryUtilization": "--gpu-memory-utilization (default 0.9)",
         "serving.tensorParallelSize": "--tensor-parallel-size",
+        "serving.pipelineParallelSize": "--pipeline-parallel-size",
         "serving.enablePrefixCaching": "--enable-prefix-caching (false: --no-enable-prefix-caching)",
         "serving.maxConcurrentRequests": "--max-num-seqs",
     },
@@ -120,6 +170,7 @@ ENGINE = Engine(
         prefill_seconds="vllm:request_prefill_time_seconds",
         queue_seconds="vllm:request_queue_time_seconds",
     ),
-    capabilities=Capabilities(settings=("gpuMemoryUtilization", "enablePrefixCaching")),
+    capabilities=Capabilities(settings=("gpuMemoryUtilization", "enablePrefixCaching", "pipelineParallelSize"),
+                              multi_node=True),
     problems=problems,
 )

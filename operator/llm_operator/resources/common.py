@@ -13,6 +13,10 @@ MANAGED_BY = "llm-operator"
 ENGINE_COMPONENT = "engine"
 ROUTER_COMPONENT = "router"
 SKIP_FIT_CHECK_ANNOTATION = f"{GROUP}/skip-fit-check"
+# leader | worker, on the Pods of a multi-node group (a LeaderWorkerSet): the engine Service selects leaders.
+ROLE_LABEL = f"{GROUP}/role"
+LEADER_ROLE = "leader"
+WORKER_ROLE = "worker"
 CONFIG_HASH_ANNOTATION = f"{GROUP}/config-hash"
 
 

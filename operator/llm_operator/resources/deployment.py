@@ -11,6 +11,7 @@ from llm_operator.engines import EngineContainer, container_for
 from llm_operator.engines.base import MODEL_CACHE_VOLUME, SHM_VOLUME
 from llm_operator.naming import pvc_name
 from llm_operator.resources.common import (
+    ROLE_LABEL,
     http_probe,
     image_pull_secrets,
     metadata,
@@ -108,7 +109,10 @@ def dedupe_env(env: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(by_name.values())
 
 
-def engine_container(service: LLMService, engine: EngineContainer, mounts: list[dict]) -> dict[str, Any]:
+def engine_container(service: LLMService, engine: EngineContainer, mounts: list[dict],
+                     serves_api: bool = True) -> dict[str, Any]:
+    """The engine container; a multi-node group's worker (`serves_api` False) has no port and no probes: it
+    joins the leader's engine, whose health check covers the whole group."""
     container: dict[str, Any] = {
         "name": "engine",
         "image": engine.image,
@@ -123,6 +127,9 @@ def engine_container(service: LLMService, engine: EngineContainer, mounts: list[
         "terminationMessagePolicy": "FallbackToLogsOnError",
         **probes(engine),
     }
+    if not serves_api:
+        for key in ("ports", "startupProbe", "readinessProbe", "livenessProbe"):
+            del container[key]
     res = resources(service)
     if res:
         container["resources"] = res
@@ -137,8 +144,10 @@ def replicas(service: LLMService, autoscaled_replicas: int | None) -> int:
     return service.spec.replicas
 
 
-def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: int | None = None) -> dict[str, Any]:
-    engine = container_for(service)
+def engine_pod_template(service: LLMService, engine: EngineContainer, role: str | None = None,
+                        affinity: dict[str, Any] | None = None, serves_api: bool = True) -> dict[str, Any]:
+    """The engine Pod template: the same for a Deployment's Pods and for the leader and workers of a
+    LeaderWorkerSet group, whose `role` labels them (the engine Service selects the leaders)."""
     pod_volumes, mounts = volumes(service, engine)
     init_containers = [
         {**init, "env": dedupe_env(init.get("env", [])), "securityContext": container_security_context(engine),
@@ -146,7 +155,7 @@ def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: 
         for init in engine.init_containers
     ]
     pod_spec: dict[str, Any] = {
-        "containers": [engine_container(service, engine, mounts)],
+        "containers": [engine_container(service, engine, mounts, serves_api)],
         "volumes": pod_volumes,
         "securityContext": {
             "runAsNonRoot": True,
@@ -165,17 +174,25 @@ def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: 
         pod_spec["tolerations"] = tolerations(service)
     if node_selector(service):
         pod_spec["nodeSelector"] = node_selector(service)
-    if service.spec.resources.affinity:
-        pod_spec["affinity"] = service.spec.resources.affinity
+    affinity = affinity or service.spec.resources.affinity
+    if affinity:
+        pod_spec["affinity"] = affinity
     if service.spec.image_pull_secrets:
         pod_spec["imagePullSecrets"] = image_pull_secrets(service)
     annotations: dict[str, str] = {}
-    if engine.metrics_path:
+    if engine.metrics_path and serves_api:
         annotations.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(engine.port),
                             "prometheus.io/path": engine.metrics_path})
-    template_meta: dict[str, Any] = {"labels": common_labels(service)}
+    labels = common_labels(service)
+    if role:
+        labels[ROLE_LABEL] = role
+    template_meta: dict[str, Any] = {"labels": labels}
     if annotations:
         template_meta["annotations"] = annotations
+    return {"metadata": template_meta, "spec": pod_spec}
+
+
+def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: int | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -188,6 +205,6 @@ def build_deployment(service: LLMService, uid: str | None, autoscaled_replicas: 
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "revisionHistoryLimit": 5,
             "progressDeadlineSeconds": 3600,
-            "template": {"metadata": template_meta, "spec": pod_spec},
+            "template": engine_pod_template(service, container_for(service)),
         },
     }

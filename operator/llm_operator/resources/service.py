@@ -6,7 +6,16 @@ from typing import Any
 
 from llm_operator.api.models import LLMService
 from llm_operator.engines import engine_of
-from llm_operator.resources.common import metadata, selector_labels
+from llm_operator.engines.base import multi_node
+from llm_operator.resources.common import LEADER_ROLE, ROLE_LABEL, metadata, selector_labels
+
+
+def engine_selector(service: LLMService) -> dict[str, str]:
+    """The engine Pods that serve the API: all of them, or a multi-node group's leaders (workers serve none)."""
+    selector = selector_labels(service)
+    if multi_node(service.spec):
+        selector[ROLE_LABEL] = LEADER_ROLE
+    return selector
 
 
 def build_service(service: LLMService, uid: str | None) -> dict[str, Any]:
@@ -16,7 +25,7 @@ def build_service(service: LLMService, uid: str | None) -> dict[str, Any]:
         "metadata": metadata(service, service.metadata.name or "", uid),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(service),
+            "selector": engine_selector(service),
             "ports": [{
                 "name": "http",
                 "port": engine_of(service).service_port,

@@ -42,7 +42,7 @@ def test_every_engine_documents_how_it_applies_the_common_fields(name: str) -> N
     settings = {f"serving.{setting}" for setting in ENGINES[name].capabilities.settings}
     assert settings <= set(docs), settings - set(docs)
     assert set(docs) <= {*COMMON_FIELDS, "serving.maxInputTokens", "serving.gpuMemoryUtilization",
-                         "serving.enablePrefixCaching"}
+                         "serving.enablePrefixCaching", "serving.pipelineParallelSize"}
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -72,7 +72,7 @@ def fake_engine(name: str, capabilities: Capabilities) -> Engine:
 
 
 def test_rules_follow_capabilities_and_name_the_engines_that_accept() -> None:
-    full = fake_engine("full", Capabilities(settings=("gpuMemoryUtilization",)))
+    full = fake_engine("full", Capabilities(settings=("gpuMemoryUtilization",), multi_node=True))
     small = fake_engine("small", Capabilities(quantization=("none", "gguf"), quantization_note="small is small",
                                               tensor_parallel=False))
     rules = {rule.field: rule for rule in engine_rules([full, small])}
@@ -81,9 +81,13 @@ def test_rules_follow_capabilities_and_name_the_engines_that_accept() -> None:
     assert "an engine that loads {method}: {engines}" in quantization.message
     assert quantization.values["engines"].cel.startswith("{'awq': 'full', ")
     fields = sorted(rules)
-    # Neither maps maxInputTokens or prefix caching, so both are refused for both; only full maps the memory share.
-    assert fields == ["quantization.method", "serving.enablePrefixCaching", "serving.gpuMemoryUtilization",
-                      "serving.maxInputTokens", "serving.tensorParallelSize"]
+    # Neither maps maxInputTokens, prefix caching or pipeline stages, so those are refused for both; only full
+    # maps the memory share, and only full serves across nodes.
+    assert fields == ["quantization.method", "resources.nodes", "serving.enablePrefixCaching",
+                      "serving.gpuMemoryUtilization", "serving.maxInputTokens", "serving.pipelineParallelSize",
+                      "serving.tensorParallelSize"]
+    assert "self.engine != 'small'" in rules["resources.nodes"].cel
+    assert rules["resources.nodes"].message.endswith("or use engine full to serve across nodes")
     assert rules["serving.maxInputTokens"].message.endswith("(serving.maxModelLen bounds prompt plus output)")
 
 
