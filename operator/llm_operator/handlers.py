@@ -126,7 +126,8 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     """Async, and quick: kopf would keep the body alive while a sync handler waits for a thread
     (controller/due.py). The owner's work is marked due and done by `due_workers`."""
     child = event.get("object") or {}
-    if child.get("kind") == "Deployment":
+    workload = child.get("kind") in WORKLOADS
+    if workload:
         cache.watched.update(event.get("type"), child)
     ref = owner_ref(child)
     if ref is None or event.get("type") not in ("DELETED", "MODIFIED"):
@@ -135,12 +136,15 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> Non
     if event.get("type") == "DELETED":
         registry.due.mark(owner, ref[1], reapply=True)
     else:
-        registry.due.mark(owner, ref[1], child=child, refresh=child.get("kind") == "Deployment")
+        registry.due.mark(owner, ref[1], child=child, refresh=workload)
 
 
+WORKLOADS = ("Deployment", "LeaderWorkerSet")  # kept in the watch cache; their status changes refresh ours
 for _group_version, _plural in (
     ("apps/v1", "deployments"), ("v1", "services"), ("v1", "persistentvolumeclaims"), ("v1", "configmaps"),
     ("autoscaling/v2", "horizontalpodautoscalers"),
+    # Only where LeaderWorkerSet is installed: kopf serves a resource once its CRD exists.
+    ("leaderworkerset.x-k8s.io/v1", "leaderworkersets"),
 ):
     kopf.on.event(_group_version, _plural, labels=MANAGED)(on_child_event)
 

@@ -97,6 +97,13 @@ def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any
         return None
 
 
+def scale(api_version: str, kind: str, namespace: str, name: str, replicas: int) -> None:
+    """Set the replica count through the scale subresource, as `kubectl scale` and an HPA do."""
+    resource = _resource(api_version, kind).subresources["scale"]
+    dynamic().patch(resource, body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
+                    content_type="application/merge-patch+json", field_manager=FIELD_MANAGER)
+
+
 def list_objects(api_version: str, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     items = _resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
     return [item.to_dict() for item in items.items]

@@ -29,6 +29,7 @@ class Observed:
     deployed: bool = True
     """False when the operator did not deploy (refused, or did not fit)."""
     deployment: dict[str, Any] | None = None
+    """The engine's Deployment, or its LeaderWorkerSet when a replica spans several nodes."""
     pods: list[dict[str, Any]] = field(default_factory=list)
     router: tuple[str, str, str] | None = None
     """(status, reason, message) of RouterReady, or None without a router."""
@@ -125,8 +126,17 @@ def waiting_reason(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
+def _groups(workload: dict[str, Any] | None) -> bool:
+    """Whether the engine's replicas are LeaderWorkerSet groups (several Pods each) rather than Pods."""
+    return (workload or {}).get("kind") == "LeaderWorkerSet"
+
+
 def _counts(observed: Observed) -> tuple[int, int, int]:
-    """(replicas, ready, updated) of the engine's current generation of Pods."""
+    """(replicas, ready, updated) of the engine's current generation of Pods, or of its groups: a group is
+    ready when all its Pods are (the LeaderWorkerSet controller counts them)."""
+    if _groups(observed.deployment):
+        counts = (observed.deployment or {}).get("status") or {}
+        return counts.get("replicas") or 0, counts.get("readyReplicas") or 0, counts.get("updatedReplicas") or 0
     live = [p for p in observed.pods if not p.get("metadata", {}).get("deletionTimestamp")]
     ready = sum(1 for p in live if pod_ready(p))
     dep_status = (observed.deployment or {}).get("status") or {}
@@ -137,6 +147,12 @@ def _counts(observed: Observed) -> tuple[int, int, int]:
 def _rolled_out(observed: Observed) -> bool:
     deployment = observed.deployment or {}
     dep_status = deployment.get("status") or {}
+    if _groups(deployment):
+        # A LeaderWorkerSet has no observedGeneration; its UpdateInProgress condition says a rollout runs.
+        updating = any(c.get("type") == "UpdateInProgress" and c.get("status") == "True"
+                       for c in dep_status.get("conditions") or [])
+        return (not updating and (dep_status.get("updatedReplicas") or 0) >= observed.desired_replicas
+                and (dep_status.get("replicas") or 0) == (dep_status.get("updatedReplicas") or 0))
     generation = deployment.get("metadata", {}).get("generation")
     return (
         dep_status.get("observedGeneration") == generation

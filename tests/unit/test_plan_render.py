@@ -188,7 +188,8 @@ def test_every_example_renders_to_parseable_yaml_with_the_expected_kinds(path: P
     output = render_files([str(path)])
     docs = [d for d in yaml.safe_load_all(output) if d]
     name = source["metadata"]["name"]
-    expected = [("Service", name), ("Deployment", name)]
+    workload = "LeaderWorkerSet" if source["spec"].get("resources", {}).get("nodes", 1) > 1 else "Deployment"
+    expected = [("Service", name), (workload, name)]
     if source["spec"].get("storage"):
         expected = [("PersistentVolumeClaim", f"{name}-model-cache"), *expected]
     router_on = source["spec"].get("router", {}).get("enabled", True)
@@ -203,7 +204,7 @@ def test_every_example_renders_to_parseable_yaml_with_the_expected_kinds(path: P
         assert labels["app.kubernetes.io/name"] == ("litellm" if router_object else source["spec"]["engine"])
         assert labels["app.kubernetes.io/component"] == ("router" if router_object else "engine")
         assert "ownerReferences" not in doc["metadata"]  # no uid offline
-    by_kind_and_name(docs, "Deployment", name)
+    by_kind_and_name(docs, workload, name)
     if router_on:
         config = by_kind_and_name(docs, "ConfigMap", f"{name}-router")["data"]["config.yaml"]
         assert yaml.safe_load(config)["model_list"][0]["litellm_params"]["api_base"].startswith(f"http://{name}.")

@@ -70,6 +70,14 @@ collector through their owner references, and every write is a patch
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "patch"]
+# Engine LeaderWorkerSets of models served across nodes (resources.nodes > 1): applied, read and
+# watched like the Deployments; the autoscaler writes their group count through the scale subresource.
+- apiGroups: ["leaderworkerset.x-k8s.io"]
+  resources: ["leaderworkersets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["leaderworkerset.x-k8s.io"]
+  resources: ["leaderworkersets/scale"]
+  verbs: ["get", "patch"]
 # The model cache: read first (get) because a claim is never shrunk or replaced; applied like above.
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]

@@ -19,9 +19,13 @@ from llm_operator.controller.reconcile import reconcile
 from llm_operator.controller.settings import autoscale_interval, operator_defaults, prometheus_url
 from llm_operator.controller.state import ServiceState
 from llm_operator.controller.status import now
+from llm_operator.engines.base import multi_node
 from llm_operator.naming import router_name
 from llm_operator.plan import make_plan
 from llm_operator.resources.common import ROUTER_COMPONENT, selector_labels
+from llm_operator.resources.leaderworkerset import API_VERSION as LWS_API_VERSION
+from llm_operator.resources.leaderworkerset import KIND as LWS_KIND
+from llm_operator.resources.service import engine_selector
 from llm_operator.router.config import router_metrics_enabled
 from llm_operator.status import pod_ready
 
@@ -34,8 +38,10 @@ def autoscaling_enabled(body: dict) -> bool:
 
 
 def _engine_pods(namespace: str, service: LLMService, deployment: dict) -> tuple[list[str], int]:
-    """(names of ready engine Pods, count of live Pods still starting)."""
-    pods = cache.pods(namespace, selector_labels(service), deployment)
+    """(names of ready engine Pods, count of live Pods still starting); of a multi-node group, the leader
+    stands for the group: it serves the API and exports the engine's metrics, and is ready once every
+    stage has joined."""
+    pods = cache.pods(namespace, engine_selector(service), deployment)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     ready = [p["metadata"]["name"] for p in live if pod_ready(p)]
     return ready, len(live) - len(ready)
@@ -56,7 +62,7 @@ def autoscale(fresh: dict) -> None:
     if plan.service is None or not plan.deploy:
         return
     service = plan.service
-    deployment = cache.deployment(namespace, name)
+    deployment = cache.workload(namespace, name, multi_node(service.spec))
     if deployment is None:
         return
     current = deployment["spec"].get("replicas", 0)
@@ -84,7 +90,8 @@ def autoscale(fresh: dict) -> None:
     if unavailable:
         pass  # no decision to record: it holds what the Deployment has
     elif decision.desired_replicas != current:
-        _scale(fresh, state, current, decision.desired_replicas, decision.reason, logger)
+        _scale(fresh, state, current, decision.desired_replicas, decision.reason, logger,
+               groups=multi_node(service.spec))
     else:
         _record(fresh, state, decision.desired_replicas)
     # Lazy: a tick that changed nothing applies nothing (the plan's digest holds the replica count).
@@ -101,9 +108,14 @@ def _record(body: dict, state: ServiceState, desired: int) -> None:
         body.setdefault("status", {})["desiredReplicas"] = desired
 
 
-def _scale(body: dict, state: ServiceState, current: int, desired: int, reason: str, logger: logging.Logger) -> None:
+def _scale(body: dict, state: ServiceState, current: int, desired: int, reason: str, logger: logging.Logger,
+           groups: bool = False) -> None:
+    """Record the decision; the plan applied next carries it. LeaderWorkerSet groups are also scaled through
+    their scale subresource at once (the apply that follows sets the same count)."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     state.replicas = desired
+    if groups:
+        kube.scale(LWS_API_VERSION, LWS_KIND, namespace, name, desired)
     stamp = now()
     kube.patch_llmservice_status(namespace, name, {
         "desiredReplicas": desired, "lastScaleTime": stamp, "scaleReason": reason,

@@ -19,7 +19,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
 from llm_operator import kube
+from llm_operator.resources.leaderworkerset import API_VERSION as LWS_API_VERSION
+from llm_operator.resources.leaderworkerset import KIND as LWS_KIND
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -29,8 +33,11 @@ def slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     copy: dict[str, Any] = {key: obj[key] for key in ("apiVersion", "kind", "status") if key in obj}
     copy["metadata"] = {key: value for key, value in (obj.get("metadata") or {}).items() if key != "managedFields"}
     if obj.get("kind") != "Pod" and "spec" in obj:
-        copy["spec"] = {key: value for key, value in obj["spec"].items() if key != "template"}
+        copy["spec"] = {key: value for key, value in obj["spec"].items() if key not in POD_TEMPLATES}
     return copy
+
+
+POD_TEMPLATES = ("template", "leaderWorkerTemplate")  # a Deployment's, a LeaderWorkerSet's
 
 
 INSTANCE = "app.kubernetes.io/instance"
@@ -86,6 +93,21 @@ watched = WatchCache()
 def deployment(namespace: str, name: str) -> dict[str, Any] | None:
     cached = watched.get("Deployment", namespace, name)
     return cached if cached is not None else kube.get("apps/v1", "Deployment", namespace, name)
+
+
+def leader_worker_set(namespace: str, name: str) -> dict[str, Any] | None:
+    cached = watched.get(LWS_KIND, namespace, name)
+    if cached is not None:
+        return cached
+    try:
+        return kube.get(LWS_API_VERSION, LWS_KIND, namespace, name)
+    except ResourceNotFoundError:  # LeaderWorkerSet is not installed: nothing was created
+        return None
+
+
+def workload(namespace: str, name: str, several_nodes: bool) -> dict[str, Any] | None:
+    """The engine's Deployment, or its LeaderWorkerSet when a replica spans several nodes."""
+    return leader_worker_set(namespace, name) if several_nodes else deployment(namespace, name)
 
 
 def pods(namespace: str, labels: Mapping[str, str], owner: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import datetime
 from llm_operator import kube
 from llm_operator.controller import cache
 from llm_operator.controller.state import ServiceState
+from llm_operator.engines.base import multi_node
 from llm_operator.naming import router_name
 from llm_operator.plan import Plan, endpoint
 from llm_operator.references import engine_secret_references, missing_engine_secrets
@@ -66,7 +67,7 @@ def observe(
     missing_secrets: list[str] | None = None, scaling: tuple[str, str, str] | None = None,
 ) -> Observed:
     spec = plan.service.spec if plan.service else None
-    deployment = cache.deployment(namespace, name) if spec else None
+    deployment = cache.workload(namespace, name, multi_node(spec)) if spec else None
     desired = (deployment or {}).get("spec", {}).get("replicas")
     if desired is None:
         desired = spec.replicas if spec else 0
