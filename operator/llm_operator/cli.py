@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from llm_operator import __version__
 from llm_operator.defaults import (
@@ -17,7 +18,16 @@ from llm_operator.defaults import (
     defaults_to_env,
 )
 
+if TYPE_CHECKING:
+    from llm_operator.api.models import LLMService
+    from llm_operator.render import SizeLookup
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
+TRUE_WORDS = ("1", "true", "yes", "on")
+OFFLINE_HELP = (
+    "do not read a model's parameter count from the Hugging Face Hub when spec.model.parameters is unset "
+    "(online: $HF_ENDPOINT, default https://huggingface.co, with the token in $HF_TOKEN); also $HF_HUB_OFFLINE=1"
+)
 
 
 def _namespaces_from_env() -> list[str]:
@@ -109,12 +119,48 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
+def hub_sizes(offline: bool) -> SizeLookup | None:
+    """The model sizes `render` and `validate` read from the Hub ($HF_ENDPOINT, with the token in $HF_TOKEN:
+    the CLI reads no Secret) for a fit check that lacks spec.model.parameters; None when offline
+    (--offline, or $HF_HUB_OFFLINE as huggingface_hub has it). A size that cannot be read is said in one
+    line on stderr, and that document's fit check is skipped: the exit code does not change."""
+    if offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in TRUE_WORDS:
+        return None
+    from llm_operator import hub
+
+    token = os.environ.get("HF_TOKEN")
+    unreachable: list[hub.HubUnreachable] = []  # one wait for a Hub that does not answer, not one per document
+
+    def lookup(service: LLMService) -> hub.ModelSize | None:
+        model = service.spec.model
+        endpoint = (os.environ.get("HF_ENDPOINT") or hub.DEFAULT_ENDPOINT).rstrip("/")
+        try:
+            if unreachable:
+                raise unreachable[0]
+            return hub.fetch_model_size(model.name, model.revision, token)
+        except hub.HubError as error:
+            if isinstance(error, hub.HubUnreachable):
+                unreachable[:1] = [error]
+            hint = " (the CLI sends the token in $HF_TOKEN)" if isinstance(error, hub.HubAccessDenied) else ""
+            print(f"could not read the parameter count of {model.name}@{model.revision or hub.DEFAULT_REVISION} "
+                  f"from {endpoint}: {error}{hint}; the fit check is skipped; set spec.model.parameters or use "
+                  "--offline", file=sys.stderr)
+            return None
+
+    return lookup
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from llm_operator.api.validation import validate_files
+    from llm_operator.render import fit_warnings
 
     problems = validate_files(args.file)
     for problem in problems:
         print(problem, file=sys.stderr)
+    # The fit check warns and does not fail validation: the apiserver accepts a spec that does not fit
+    # (the operator reports ModelFits=False and deploys nothing).
+    for warning in fit_warnings(args.file, hub_sizes(args.offline)):
+        print(f"warning: {warning}", file=sys.stderr)
     if not problems:
         print(f"{len(args.file)} file(s) valid")
     return 1 if problems else 0
@@ -124,7 +170,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from llm_operator.render import RenderError, render_files
 
     try:
-        sys.stdout.write(render_files(args.file))
+        sys.stdout.write(render_files(args.file, hub_sizes(args.offline)))
     except RenderError as error:
         print(error, file=sys.stderr)
         return 1
@@ -187,10 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check LLMService YAML offline, with the CRD's rules")
     validate.add_argument("-f", "--file", nargs="+", required=True, help="YAML files (multi-document is fine)")
+    validate.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     validate.set_defaults(func=cmd_validate)
 
     render = sub.add_parser("render", help="print the objects the operator would apply, as YAML")
     render.add_argument("-f", "--file", nargs="+", required=True, help="LLMService YAML files")
+    render.add_argument("--offline", action="store_true", help=OFFLINE_HELP)
     render.set_defaults(func=cmd_render)
     return parser
 

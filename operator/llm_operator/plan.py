@@ -71,14 +71,16 @@ def build_workload(service: LLMService, uid: str | None, autoscaled_replicas: in
     return build_deployment(service, uid, autoscaled_replicas)
 
 
-def fit_input(spec: LLMServiceSpec) -> FitInput:
+def fit_input(spec: LLMServiceSpec, parameters: float | None = None) -> FitInput:
+    """`parameters`: a count read elsewhere (the Hub), used when spec.model.parameters is unset."""
     resources = spec.resources
+    typed = spec.model.parameter_count()
     engine = ENGINES[spec.engine]
     method, variant = spec.quantization.method, spec.quantization.variant
     if engine.weights_for_fit:
         method, variant = engine.weights_for_fit(spec)
     return FitInput(
-        parameters=spec.model.parameter_count(),
+        parameters=typed if typed is not None else parameters,
         method=method,
         bits=spec.quantization.bits,
         variant=variant,
@@ -128,10 +130,12 @@ def make_plan(
     fallback_services: Mapping[str, LLMService] | None = None,
     existing_secrets: Collection[str] | None = None,
     defaults: OperatorDefaults = NO_DEFAULTS,
+    parameters: float | None = None,
 ) -> Plan:
     """`body` is the LLMService as the apiserver returns it (status is ignored). `fallback_services`
     and `existing_secrets` are what the router's fallbacks can use (see router.config); `defaults`
-    are the operator-wide images and pull secrets (see llm_operator.defaults)."""
+    are the operator-wide images and pull secrets (see llm_operator.defaults); `parameters` is the model's
+    count read from the Hub, for the fit check when spec.model.parameters is unset."""
     parsed, problems = parse(body)
     if parsed is None:
         return Plan(service=None, problems=problems)
@@ -139,7 +143,7 @@ def make_plan(
     problems = engine_problems(service)
     if problems:
         return Plan(service=None, problems=problems)
-    fit = check_fit(fit_input(service.spec))
+    fit = check_fit(fit_input(service.spec, parameters))
     skip = service.metadata.annotations.get(SKIP_FIT_CHECK_ANNOTATION) == "true"
     if not fit.fits and not skip:
         return Plan(service=service, fit=fit)

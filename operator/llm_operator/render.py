@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from llm_operator.api.models import LLMService
 from llm_operator.api.validation import is_llmservice
-from llm_operator.plan import make_plan
+from llm_operator.hub import ModelSize, fit_needs_hub
+from llm_operator.plan import Plan, fit_input, make_plan
+
+SizeLookup = Callable[[LLMService], ModelSize | None]
+"""The model's size read from the Hub, or None (unreachable, unknown): what the fit check uses when
+spec.model.parameters is unset. The CLI passes one unless --offline; by default nothing is looked up."""
 
 
 class RenderError(Exception):
@@ -38,17 +46,39 @@ def dump_object(obj: dict) -> str:
     return yaml.dump(obj, Dumper=_RenderDumper, sort_keys=False, default_flow_style=False)
 
 
-def render_documents(docs: Iterable[dict]) -> str:
+def plan_with_hub(doc: dict[str, Any], sizes: SizeLookup | None) -> tuple[Plan, ModelSize | None]:
+    """make_plan, then, when the fit check lacks a parameter count and `sizes` finds one, the fit
+    checked again with it; and the size used (None when none was)."""
+    plan = make_plan(doc, uid=None)
+    if sizes is None or plan.service is None or plan.fit is None:
+        return plan, None
+    if not fit_needs_hub(fit_input(plan.service.spec), plan.service.spec.model.name):
+        return plan, None
+    size = sizes(plan.service)
+    return (make_plan(doc, uid=None, parameters=size.parameters), size) if size else (plan, None)
+
+
+def describe_size(size: ModelSize, model: str) -> str:
+    """`401.6B parameters (BF16) read from the Hub: meta-llama/...@main, model-info`."""
+    n = size.parameters
+    count = f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n:,}"
+    dtype = f" ({size.dtype})" if size.dtype else ""
+    return f"{count} parameters{dtype} read from the Hub: {model}@{size.revision}, {size.source}"
+
+
+def render_documents(docs: Iterable[dict], sizes: SizeLookup | None = None) -> str:
     out: list[str] = []
     for doc in docs:
         if not is_llmservice(doc):
             continue
         doc.setdefault("metadata", {}).setdefault("namespace", "default")
-        plan = make_plan(doc, uid=None)
+        plan, size = plan_with_hub(doc, sizes)
         name = f"{doc['metadata']['namespace']}/{doc['metadata'].get('name')}"
         if plan.problems:
             raise RenderError(f"LLMService {name} is invalid:\n  " + "\n  ".join(plan.problems))
         header = f"# LLMService {name}"
+        if size is not None and plan.service is not None:
+            header += f"\n# spec.model.parameters is unset: {describe_size(size, plan.service.spec.model.name)}"
         if plan.fit is not None:
             header += f"\n# ModelFits={plan.fit.status} ({plan.fit.reason}): {plan.fit.message}"
         if not plan.deploy:
@@ -59,8 +89,31 @@ def render_documents(docs: Iterable[dict]) -> str:
     return "---\n".join(out)
 
 
-def render_files(paths: Iterable[str]) -> str:
+def render_files(paths: Iterable[str], sizes: SizeLookup | None = None) -> str:
     docs = []
     for path in paths:
         docs += [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
-    return render_documents(docs)
+    return render_documents(docs, sizes)
+
+
+def fit_warnings(paths: Iterable[str], sizes: SizeLookup | None = None) -> list[str]:
+    """For `validate`: one line for each valid LLMService whose model does not fit, which the operator
+    would not deploy. Files that do not load and invalid documents are validate_files' to report."""
+    warnings: list[str] = []
+    for path in paths:
+        try:
+            docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if is_llmservice(d)]
+        except (OSError, yaml.YAMLError):
+            continue
+        for doc in docs:
+            doc = copy.deepcopy(doc)
+            doc.setdefault("metadata", {}).setdefault("namespace", "default")
+            plan, size = plan_with_hub(doc, sizes)
+            if plan.service is None or plan.fit is None or plan.fit.fits:
+                continue
+            name = f"{plan.service.metadata.namespace}/{plan.service.metadata.name}"
+            skip = " (deployed anyway: the skip-fit-check annotation is set)" if plan.deploy else ""
+            counted = f" [{describe_size(size, plan.service.spec.model.name)}]" if size else ""
+            warnings.append(f"{path}: LLMService {name}: ModelFits=False ({plan.fit.reason}): "
+                            f"{plan.fit.message}{counted}{skip}")
+    return warnings
