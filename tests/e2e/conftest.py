@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from support.cluster import OPERATOR_NAMESPACE_PREFIX, Cluster, OperatorProcess, condition
+from support.hub_standin import HubStandIn
 from support.prometheus_server import PodTargets, PrometheusServer
 from support.real_node import REAL_NODE, local_image
 
@@ -143,12 +144,21 @@ AUTOSCALE_INTERVAL_SECONDS = 2
 
 
 @pytest.fixture(scope="session")
+def hub() -> Iterator[HubStandIn]:
+    """The Hugging Face Hub the operator reads parameter counts from: a stand-in on loopback serving
+    fixtures in the Hub's format (tests/support/hub_standin.py), since nothing may leave this machine."""
+    with HubStandIn() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def operator(
-    crd_installed: Cluster, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+    crd_installed: Cluster, prometheus: PrometheusServer, hub: HubStandIn, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
         crd_installed, tmp_path_factory.mktemp("operator") / "operator.log",
         extra_args=("--prometheus-url", prometheus.url, "--autoscale-interval", str(AUTOSCALE_INTERVAL_SECONDS)),
+        env={"HF_ENDPOINT": hub.endpoint},
     )
     process.start()
     yield process

@@ -95,10 +95,12 @@ OPERATOR_NAMESPACE_PREFIX = "op"
 class OperatorProcess:
     """`llm-operator run` as a real subprocess against the test cluster."""
 
-    def __init__(self, cluster: Cluster, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, cluster: Cluster, log_path: Path, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
         self.log_path = log_path
         self.extra_args = extra_args
+        self.env = {**cluster.env, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -109,7 +111,7 @@ class OperatorProcess:
             [*command, "run", "--namespace", f"{OPERATOR_NAMESPACE_PREFIX}-*",
              "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info", "--resync-interval", "5",
              *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env=self.cluster.env, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
         )
 
     def kill(self) -> None:

@@ -733,6 +733,17 @@ class Condition(StatusModel):
     )
 
 
+class ModelSizeStatus(StatusModel):
+    """A parameter count the operator read from the Hugging Face Hub."""
+
+    model: str = Field(description="spec.model.name it counts.")
+    revision: str = Field(description="The revision it was read at (main when spec.model.revision is unset).")
+    parameters: int = Field(ge=0, description="Total parameters, from the safetensors metadata.")
+    dtype: str | None = Field(default=None, description="The dtype that holds most parameters (BF16, F8_E4M3).")
+    source: str | None = Field(default=None, description="The Hub endpoint and what was read there.")
+    commit: str | None = Field(default=None, description="The commit the revision resolved to.")
+
+
 class LLMServiceStatus(StatusModel):
     """The observed state, written by the operator (kstatus-compatible)."""
 
@@ -768,6 +779,12 @@ class LLMServiceStatus(StatusModel):
     )
     endpoint: str | None = Field(
         default=None, description="OpenAI-compatible base URL for clients, e.g. http://<name>-router.<ns>.svc:4000/v1."
+    )
+    model_size: ModelSizeStatus | None = Field(
+        default=None,
+        description="The model's parameter count read from the Hugging Face Hub (safetensors metadata at the "
+        "pinned revision) when spec.model.parameters is unset: read once per model and revision and used by "
+        "the fit check.",
     )
     last_scale_time: DateTime | None = Field(default=None, description="When the replica count last changed.")
     scale_reason: str | None = Field(default=None, description="Why the replica count last changed.")

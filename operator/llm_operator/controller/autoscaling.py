@@ -14,7 +14,7 @@ from llm_operator.api.models import LLMService
 from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import ScalerState, decide, history_length, scaling_condition
 from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
-from llm_operator.controller import cache, registry
+from llm_operator.controller import cache, model_size, registry
 from llm_operator.controller.reconcile import reconcile
 from llm_operator.controller.settings import autoscale_interval, operator_defaults, prometheus_url
 from llm_operator.controller.state import ServiceState
@@ -58,7 +58,9 @@ def autoscale(fresh: dict) -> None:
     logger = _log
     namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
     state = registry.states.of(fresh["metadata"]["uid"])
-    plan = make_plan(fresh, None, defaults=operator_defaults())
+    service = registry.service_of(fresh)
+    known = model_size.recorded(fresh, service) if service is not None else None
+    plan = make_plan(fresh, None, defaults=operator_defaults(), parameters=known)
     if plan.service is None or not plan.deploy:
         return
     service = plan.service

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 
 import kopf
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
 from llm_operator import GROUP, VERSION, kube
 from llm_operator.api.models import LLMService
-from llm_operator.controller import cache, registry
+from llm_operator.controller import cache, model_size, registry
 from llm_operator.controller.due import Due
 from llm_operator.controller.settings import FULL_APPLY_SECONDS, operator_defaults
 from llm_operator.controller.state import AppliedPlan, ServiceState
@@ -84,10 +85,14 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     state = registry.states.of(uid)
     with state.lock:
-        fallbacks, secrets = _router_inputs(registry.service_of(body), namespace)
+        service = registry.service_of(body)
+        fallbacks, secrets = _router_inputs(service, namespace)
+        size = model_size.lookup(body, service)
         plan = make_plan(
-            body, uid, _autoscaled_replicas(body, state), fallbacks, secrets, defaults=operator_defaults()
+            body, uid, _autoscaled_replicas(body, state), fallbacks, secrets, defaults=operator_defaults(),
+            parameters=size.parameters,
         )
+        plan = replace(plan, fit=model_size.explain_unknown(plan.fit, size))
         if plan.problems:
             warn_once(body, state, "spec", "InvalidSpec", "; ".join(plan.problems))
         elif plan.fit is not None and not plan.deploy:
@@ -102,6 +107,8 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
         missing_secrets = engine_secrets_missing(plan, namespace)
         warn_missing_secrets(body, state, missing_secrets)
         status = compute_status(observe(plan, body, namespace, name, router, missing_secrets, state.scaling))
+        if size.record is not None:
+            status[model_size.STATUS_FIELD] = size.record
         # Compare with what this process wrote last, not with a body that may be a few events old.
         if changed(state.last_status or body.get("status") or {}, status):
             kube.patch_llmservice_status(namespace, name, status)
