@@ -96,8 +96,9 @@ collector through their owner references, and every write is a patch
   resources: ["pods"]
   verbs: ["list", "watch"]
 # Secrets: get tells whether a referenced Secret exists (asked for as PartialObjectMetadata,
-# so no values are sent); create makes the generated router key once. No list or watch:
-# the operator can never enumerate or stream Secrets.
+# so no values are sent), and reads a model's Hub token (spec.model.tokenSecretRef) when the fit
+# check reads the model's parameter count from the Hub, once per model; create makes the
+# generated router key once. No list or watch: the operator can never enumerate or stream Secrets.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -69,6 +70,8 @@ def lookup(body: dict, service: LLMService | None) -> Lookup:
     known = recorded(body, service)
     if known is not None:
         return Lookup(parameters=known)
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return Lookup(problem="the operator runs with HF_HUB_OFFLINE set")
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     key = (namespace, name, service.spec.model.name, _revision(service))
     with _failures_lock:

@@ -123,3 +123,10 @@ def test_engines_and_specs_the_fit_check_cannot_use_a_count_for_ask_nothing(stan
     for spec in (ollama, no_memory, cpu):
         assert model_size.lookup(body(), spec) == model_size.Lookup()
     assert standin.requests == []
+
+
+def test_hf_hub_offline_asks_nothing(standin: HubStandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    found = model_size.lookup(body(), service())
+    assert found.parameters is None and "HF_HUB_OFFLINE" in (found.problem or "")
+    assert standin.requests == []
