@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the testbed's binaries from the Go module proxy into a versioned cache folder
 # outside the checkout: kube-apiserver, kube-controller-manager, kube-scheduler, kubectl,
-# kubelet, kube-proxy (k8s.io/kubernetes), etcd, kwok, kwokctl, helm, CoreDNS and metrics-server. Skips every binary that is already
+# kubelet, kube-proxy (k8s.io/kubernetes), etcd, kwok, kwokctl, helm, CoreDNS, metrics-server and the
+# LeaderWorkerSet controller (lws-controller-$LWS_VERSION). Skips every binary that is already
 # there, so a warm run takes a second. Remove $TOOLS_DIR to force a rebuild.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -60,6 +61,34 @@ build_etcd() {
   (cd "$work" && with_heartbeat etcd go build -mod=mod -o "$TOOLS_BIN/etcd" -ldflags "-s -w" go.etcd.io/etcd/server/v3)
 }
 
+# The LeaderWorkerSet controller: sigs.k8s.io/lws's main package is its cmd/ folder, so `go install`
+# would name the binary "cmd"; a wrapper module builds it under a versioned name instead (the version is
+# not part of TOOLS_DIR, so a bump rebuilds this binary alone), with the version stamped as upstream does.
+build_lws() {
+  local work="$TOOLS_DIR/src/lws-$LWS_VERSION"
+  mkdir -p "$work"
+  log "lws $LWS_VERSION: reading upstream go.mod"
+  (cd "$work" && go mod download -json "sigs.k8s.io/lws@$LWS_VERSION" >/dev/null)
+  local dl; dl="$(go env GOMODCACHE)/cache/download/sigs.k8s.io/lws/@v/$LWS_VERSION"
+  local upstream_mod="$dl.mod" commit
+  commit=$(grep -o '"Hash":"[0-9a-f]*"' "$dl.info" | cut -d'"' -f4 || true)
+  {
+    echo "module llm-operator.local/lws-tools"
+    echo
+    grep -E '^go [0-9.]+$' "$upstream_mod"
+    grep -E '^godebug ' "$upstream_mod" || true
+    echo
+    echo "require sigs.k8s.io/lws $LWS_VERSION"
+  } > "$work/go.mod"
+  local v=sigs.k8s.io/lws/pkg/version
+  local ldflags="-s -w -X $v.GitVersion=$LWS_VERSION -X $v.GitCommit=${commit:-unknown}"
+  ldflags+=" -X $v.BuildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  log "lws $LWS_VERSION: building the controller (2-6 min cold)"
+  (cd "$work" && with_heartbeat "lws controller" go build -mod=mod -o "$LWS_CONTROLLER.tmp" -ldflags "$ldflags" \
+    sigs.k8s.io/lws/cmd)
+  mv -f "$LWS_CONTROLLER.tmp" "$LWS_CONTROLLER"
+}
+
 build_go_install() {
   local what=$1; shift
   log "$what: go install $*"
@@ -74,6 +103,8 @@ missing kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet ku
 # The real node's cluster DNS and resource metrics (hack/testbed/node.sh runs both as host processes).
 missing coredns && build_go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION"
 missing metrics-server && build_go_install metrics-server "sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"
+# LeaderWorkerSet's controller and webhooks (hack/cluster.sh runs it as a host process).
+missing "lws-controller-$LWS_VERSION" && build_lws
 
 for b in $TOOL_BINARIES; do
   [ -x "$TOOLS_BIN/$b" ] || { log "missing $b after the build"; exit 1; }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane of real processes (etcd, kube-apiserver with RBAC,
 # kube-controller-manager, kube-scheduler) run by kwokctl's binary runtime, with kwok
-# playing the kubelet for four fake Nodes (two 8x H100, one RTX 4090, one CPU-only), and one
-# real node (real-0: kubelet, containerd and runc, kube-proxy, CoreDNS, metrics-server; see
-# hack/testbed/node.sh) that runs containers, with the operator's image loaded.
+# playing the kubelet for six fake Nodes (four 8x H100, one RTX 4090, one CPU-only), the
+# LeaderWorkerSet controller with its webhooks (hack/testbed/lws.sh), and one real node (real-0:
+# kubelet, containerd and runc, kube-proxy, CoreDNS, metrics-server; see hack/testbed/node.sh) that
+# runs containers, with the operator's image loaded.
 #
 #   hack/cluster.sh up          build the binaries if needed, start the cluster, register the Nodes
 #   hack/cluster.sh down        delete the cluster and its data (harmless when there is none)
@@ -24,6 +25,8 @@ kctl() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 # shellcheck source=testbed/node.sh
 . "$HACK_DIR/testbed/node.sh"
 REAL_NODE="${LLMOP_REAL_NODE:-1}"
+# shellcheck source=testbed/lws.sh
+. "$HACK_DIR/testbed/lws.sh"
 
 # kwok manages only the Nodes annotated as fake (kwokctl's default is all Nodes, the real one too);
 # the apiserver reaches the kubelet by its InternalIP with a client certificate (logs, exec,
@@ -146,6 +149,7 @@ cmd_up() {
   wait_for_apiserver
   register_nodes
   register_storage
+  lws_start
   if [ "$REAL_NODE" = 1 ]; then
     node_start
     node_load_image "$(bash "$HACK_DIR/build-images.sh" operator | tail -n1)"
@@ -156,6 +160,7 @@ cmd_up() {
 
 cmd_down() {
   node_stop
+  lws_stop
   if exists; then
     kwokctl delete cluster --name "$CLUSTER_NAME" || true
     rm -rf "$CLUSTER_DIR/clusters/$CLUSTER_NAME"
@@ -172,6 +177,7 @@ cmd_status() {
   echo "binaries:   $TOOLS_BIN"
   if answers; then
     echo "state:      running"
+    lws_status
     node_status
     kctl get nodes -L nvidia.com/gpu.product -L llm-operator.io/node
   elif exists; then

@@ -9,7 +9,9 @@ TOOLS_DIR="$LLMOP_CACHE/tools/$TOOLS_TAG"
 TOOLS_BIN="$TOOLS_DIR/bin"
 CLUSTER_NAME="${LLMOP_CLUSTER_NAME:-llm-operator}"
 CLUSTER_DIR="$LLMOP_CACHE/cluster"
-TOOL_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok kwokctl helm coredns metrics-server"
+TOOL_BINARIES="kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok kwokctl helm coredns metrics-server lws-controller-$LWS_VERSION"
+# The LeaderWorkerSet controller (sigs.k8s.io/lws cmd/); versioned by its name, not by TOOLS_DIR.
+LWS_CONTROLLER="$TOOLS_BIN/lws-controller-$LWS_VERSION"
 export PATH="$TOOLS_BIN:$PATH"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 

@@ -1,19 +1,24 @@
 """Smoke tests: the testbed behaves like a real cluster with GPU nodes.
 
 Everything here runs against real kube-apiserver, kube-scheduler and
-kube-controller-manager processes; kwok only plays the kubelet.
+kube-controller-manager processes; kwok only plays the kubelet. The LeaderWorkerSet
+controller (sigs.k8s.io/lws) runs beside them with its webhooks (hack/testbed/lws.sh).
 """
 
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
 import yaml
 
 from support.cluster import Cluster
 
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-GPU_NODES = {"gpu-h100-0", "gpu-h100-1", "gpu-rtx4090-0"}
+H100_NODES = {"gpu-h100-0", "gpu-h100-1", "gpu-h100-2", "gpu-h100-3"}
+GPU_NODES = H100_NODES | {"gpu-rtx4090-0"}
+H100 = "NVIDIA-H100-80GB-HBM3"
 
 
 def deployment(name: str, replicas: int = 1, gpus: int = 0, tolerate_gpu: bool = False) -> dict:
@@ -50,17 +55,22 @@ def is_ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def test_four_nodes_ready_with_gpu_capacity(cluster: Cluster) -> None:
+def node_names(cluster: Cluster) -> list[str]:
+    return cluster.kubectl("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}").stdout.split()
+
+
+def test_six_fake_nodes_ready_with_gpu_capacity(cluster: Cluster) -> None:
     nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     by_name = {n["metadata"]["name"]: n for n in nodes}
-    expected_gpus = {"gpu-h100-0": "8", "gpu-h100-1": "8", "gpu-rtx4090-0": "1", "cpu-0": None}
+    expected_gpus = {**dict.fromkeys(H100_NODES, "8"), "gpu-rtx4090-0": "1", "cpu-0": None}
     for name, gpus in expected_gpus.items():
         node = by_name[name]
         assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
         assert node["status"]["allocatable"].get("nvidia.com/gpu") == gpus
-    h100 = by_name["gpu-h100-0"]["metadata"]["labels"]
-    assert h100["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
-    assert h100["nvidia.com/gpu.memory"] == "81559"
+    for name in H100_NODES:
+        h100 = by_name[name]["metadata"]["labels"]
+        assert h100["nvidia.com/gpu.product"] == H100
+        assert h100["nvidia.com/gpu.memory"] == "81559"
     assert by_name["gpu-rtx4090-0"]["metadata"]["labels"]["nvidia.com/gpu.memory"] == "24564"
     for name in GPU_NODES:
         assert {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in by_name[name]["spec"][
@@ -88,8 +98,8 @@ def test_pod_asking_more_gpus_than_any_node_stays_pending(cluster: Cluster, name
         return next((m for m in messages if "Insufficient nvidia.com/gpu" in m), None)
 
     message = cluster.wait_for("a FailedScheduling event", failed_scheduling_event, timeout=60)
-    # Every Node is counted: the four fake ones and the real one (which no GPU Pod tolerates).
-    assert "0/5 nodes are available" in message
+    # Every Node is counted: the six fake ones and the real one when it runs (which no GPU Pod tolerates).
+    assert f"0/{len(node_names(cluster))} nodes are available" in message
     [pod] = pods(cluster, namespace, "nine-gpus")
     assert pod["status"]["phase"] == "Pending"
     assert not pod["spec"].get("nodeName")
@@ -165,3 +175,145 @@ def test_service_account_without_rbac_is_forbidden(cluster: Cluster, namespace: 
         f"--serviceaccount={namespace}:nobody", "-n", namespace,
     )
     cluster.wait_for("RBAC to allow the token", lambda: as_nobody("get", "pods", "-n", namespace).returncode == 0)
+
+
+# LeaderWorkerSet (sigs.k8s.io/lws): the labels and env vars its Pod webhook writes.
+LWS_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+LWS_GROUP_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/group-index"
+LWS_WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
+LWS_GROUP_KEY_LABEL = "leaderworkerset.sigs.k8s.io/group-key"
+
+
+@pytest.fixture(scope="module")
+def lws(cluster: Cluster) -> Cluster:
+    """The LeaderWorkerSet API (hack/cluster.sh up runs its controller); in a cluster of the user's own
+    without it, the tests that need it are skipped."""
+    crd = cluster.get_json("crd", "leaderworkersets.leaderworkerset.x-k8s.io")
+    if crd is None and os.environ.get("KUBECONFIG"):
+        pytest.skip("no LeaderWorkerSet CRD in the cluster $KUBECONFIG points at")
+    assert crd is not None, "hack/cluster.sh up should have installed the LeaderWorkerSet CRD"
+    return cluster
+
+
+def leaderworkerset(name: str, size: int = 2, replicas: int = 1, gpus: int = 8) -> dict:
+    pod_spec = {
+        "containers": [
+            {"name": "engine", "image": "registry.example/engine:1",
+             "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}
+        ],
+        "tolerations": [GPU_TOLERATION],
+        "nodeSelector": {"nvidia.com/gpu.product": H100},
+    }
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1",
+        "kind": "LeaderWorkerSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "leaderWorkerTemplate": {"size": size, "workerTemplate": {"spec": pod_spec}},
+        },
+    }
+
+
+def lws_pods(cluster: Cluster, namespace: str, name: str) -> dict[str, dict]:
+    out = cluster.kubectl("get", "pods", "-n", namespace, "-l", f"{LWS_NAME_LABEL}={name}", "-o", "json").stdout
+    return {p["metadata"]["name"]: p for p in json.loads(out)["items"]}
+
+
+def running_and_ready(pods: dict[str, dict]) -> bool:
+    return all(
+        p["status"].get("phase") == "Running" and is_ready(p) and not p["metadata"].get("deletionTimestamp")
+        for p in pods.values()
+    )
+
+
+def wait_for_groups(cluster: Cluster, namespace: str, name: str, groups: int) -> dict[str, dict]:
+    """Every Pod of `groups` leader+worker groups Running and Ready, and the LWS counting them ready."""
+    expected = {f"{name}-{g}{suffix}" for g in range(groups) for suffix in ("", "-1")}
+
+    def all_ready() -> dict[str, dict] | None:
+        pods = lws_pods(cluster, namespace, name)
+        return pods if set(pods) == expected and running_and_ready(pods) else None
+
+    pods = cluster.wait_for(f"{len(expected)} Running and Ready Pods of {name}", all_ready, timeout=120)
+    cluster.wait_for(
+        f"{name}'s status.readyReplicas to be {groups}",
+        lambda: (cluster.get_json("lws", name, namespace) or {}).get("status", {}).get("readyReplicas") == groups,
+        timeout=60,
+    )
+    return pods
+
+
+def env_of(pod: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in pod["spec"]["containers"][0].get("env", [])}
+
+
+def test_lws_webhooks_select_only_lws_pods(lws: Cluster) -> None:
+    """The Pod webhooks (failurePolicy Fail) are asked only about Pods of a LeaderWorkerSet, so every other
+    Pod is created even while the controller is down."""
+    for kind, name in (("mutatingwebhookconfiguration", "lws-mutating-webhook-configuration"),
+                       ("validatingwebhookconfiguration", "lws-validating-webhook-configuration")):
+        config = lws.get_json(kind, name)
+        assert config is not None, f"{kind}/{name} is missing"
+        pod_hooks = [h for h in config["webhooks"] if any("pods" in r["resources"] for r in h["rules"])]
+        assert pod_hooks, f"{name} has no Pod webhook"
+        for hook in pod_hooks:
+            assert hook["objectSelector"] == {
+                "matchExpressions": [{"key": LWS_NAME_LABEL, "operator": "Exists"}]
+            }, hook["name"]
+
+
+def test_leaderworkerset_groups_span_h100_nodes_and_scale(lws: Cluster, namespace: str) -> None:
+    cluster = lws
+    apply(cluster, namespace, leaderworkerset("mn"))
+    pods = wait_for_groups(cluster, namespace, "mn", groups=1)
+    leader, worker = pods["mn-0"], pods["mn-0-1"]
+
+    # 8 GPUs each: the leader and its worker take two whole H100 nodes.
+    nodes = {p["spec"]["nodeName"] for p in pods.values()}
+    assert len(nodes) == 2 and nodes <= H100_NODES
+
+    # The Pod webhook's labels and env vars, as multi-node engines read them.
+    group_key = leader["metadata"]["labels"][LWS_GROUP_KEY_LABEL]
+    assert leader["metadata"]["labels"][LWS_WORKER_INDEX_LABEL] == "0"
+    assert leader["metadata"]["labels"][LWS_GROUP_INDEX_LABEL] == "0"
+    assert worker["metadata"]["labels"][LWS_WORKER_INDEX_LABEL] == "1"
+    assert worker["metadata"]["labels"][LWS_GROUP_INDEX_LABEL] == "0"
+    assert worker["metadata"]["labels"][LWS_GROUP_KEY_LABEL] == group_key
+    leader_address = f"mn-0.mn.{namespace}"
+    assert env_of(worker) == {"LWS_LEADER_ADDRESS": leader_address, "LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "1"}
+    assert env_of(leader) == {"LWS_LEADER_ADDRESS": leader_address, "LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "0"}
+    assert worker["metadata"]["annotations"]["leaderworkerset.sigs.k8s.io/leader-name"] == "mn-0"
+
+    # The headless Service that gives the leader its DNS name.
+    service = cluster.get_json("service", "mn", namespace)
+    assert service is not None and service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["selector"] == {LWS_NAME_LABEL: "mn"}
+
+    status = cluster.get_json("lws", "mn", namespace)["status"]
+    assert status["replicas"] == 1
+    assert status["hpaPodSelector"] == f"{LWS_NAME_LABEL}=mn,{LWS_WORKER_INDEX_LABEL}=0"
+
+    # The scale subresource (what an HPA uses): a second group of two Pods; 4 H100 nodes hold both groups.
+    cluster.kubectl("scale", "lws/mn", "-n", namespace, "--replicas=2")
+    pods = wait_for_groups(cluster, namespace, "mn", groups=2)
+    assert {p["spec"]["nodeName"] for p in pods.values()} == H100_NODES
+    assert pods["mn-1-1"]["metadata"]["labels"][LWS_GROUP_INDEX_LABEL] == "1"
+    assert env_of(pods["mn-1-1"])["LWS_LEADER_ADDRESS"] == f"mn-1.mn.{namespace}"
+    scale = json.loads(cluster.kubectl(
+        "get", "--raw", f"/apis/leaderworkerset.x-k8s.io/v1/namespaces/{namespace}/leaderworkersets/mn/scale"
+    ).stdout)
+    assert scale["spec"]["replicas"] == 2
+    assert scale["status"]["replicas"] == 2
+
+    # A deleted worker comes back (by default LWS recreates its whole group: RecreateGroupOnPodRestart).
+    old_uid = pods["mn-0-1"]["metadata"]["uid"]
+    cluster.kubectl("delete", "pod", "mn-0-1", "-n", namespace, "--wait=false")
+    cluster.wait_for(
+        "a new mn-0-1",
+        lambda: (p := lws_pods(cluster, namespace, "mn").get("mn-0-1")) and p["metadata"]["uid"] != old_uid,
+        timeout=60,
+    )
+    pods = wait_for_groups(cluster, namespace, "mn", groups=2)
+    assert pods["mn-0-1"]["metadata"]["uid"] != old_uid
+    assert env_of(pods["mn-0-1"])["LWS_WORKER_INDEX"] == "1"

@@ -64,6 +64,10 @@ def build_leader_worker_set(
                 "type": "RollingUpdate",
                 "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0},
             },
+            # One headless Service per group, named after its leader Pod (<name>-<group>): with the default
+            # policy LWS names its one headless Service <name>, the engine Service's name, and skips creating
+            # it when ours exists, so no leader address would resolve.
+            "networkConfig": {"subdomainPolicy": "UniquePerReplica"},
             "leaderWorkerTemplate": {
                 "size": service.spec.resources.nodes,
                 # A failed Pod takes its group down and up again: the engine cannot lose a stage and go on.

@@ -42,6 +42,8 @@ def test_a_replica_is_a_group_of_one_leader_and_nodes_minus_one_workers() -> Non
     assert template["leaderTemplate"]["metadata"]["labels"][ROLE_LABEL] == "leader"
     assert template["workerTemplate"]["metadata"]["labels"][ROLE_LABEL] == "worker"
     assert obj["spec"]["rolloutStrategy"]["rollingUpdateConfiguration"] == {"maxSurge": 1, "maxUnavailable": 0}
+    # LWS's shared headless Service would be named like the engine Service: one per group instead.
+    assert obj["spec"]["networkConfig"] == {"subdomainPolicy": "UniquePerReplica"}
 
 
 def test_leader_and_workers_run_one_vllm_across_the_nodes() -> None:
