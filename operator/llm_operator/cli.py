@@ -60,6 +60,32 @@ def _ensure_user_name() -> None:
         os.environ["USER"] = f"uid-{os.getuid()}"
 
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def _own_namespace() -> str:
+    """The Pod's namespace (the Lease lives there), else $POD_NAMESPACE, else default."""
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE) as file:
+            return file.read().strip()
+    except OSError:
+        return os.environ.get("POD_NAMESPACE", "default")
+
+
+def _identity() -> str:
+    """This replica's name in the Lease: the Pod's name ($POD_ID), else host and process."""
+    import socket
+
+    return os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _stop_at_once(why: str) -> None:
+    """The Lease may be another replica's now: stop before writing beside it (the Pod restarts as standby)."""
+    logging.getLogger("llm_operator").critical(f"leader election lost ({why}): stopping")
+    logging.shutdown()
+    os._exit(1)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     defaults = _defaults_from_args(args)
     problems = defaults_problems(defaults)
@@ -93,8 +119,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.resync_interval:
         os.environ["LLMOP_RESYNC_INTERVAL"] = str(args.resync_interval)
     os.environ.update(defaults_to_env(defaults))
-    from llm_operator import handlers  # noqa: F401  (importing registers the kopf handlers)
+    from llm_operator import (
+        handlers,  # noqa: F401  (importing registers the kopf handlers)
+        metrics,
+    )
 
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    if args.leader_elect:
+        from llm_operator.controller.leader import lead
+
+        lead(args.leader_elect_namespace or _own_namespace(), args.leader_elect_name, _identity(),
+             args.liveness, on_lost=_stop_at_once)
+    else:
+        metrics.leader.set(1)
     namespaces = args.namespace or _namespaces_from_env()
     clusterwide = args.all_namespaces or not namespaces
     kopf.run(
@@ -195,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--peering", metavar="NAME",
         help="kopf peering object for running several replicas (one is active); default: standalone",
     )
+    run.add_argument(
+        "--leader-elect", action="store_true",
+        help="run several replicas: only the holder of a coordination.k8s.io Lease reconciles and autoscales; "
+        "the others wait for it (see --leader-elect-name)",
+    )
+    run.add_argument("--leader-elect-name", metavar="NAME", default="llm-operator",
+                     help="the Lease's name (default: llm-operator)")
+    run.add_argument("--leader-elect-namespace", metavar="NAMESPACE", default=None,
+                     help="the Lease's namespace (default: the Pod's own, else $POD_NAMESPACE, else default)")
+    run.add_argument("--metrics-port", metavar="PORT", type=int, default=None,
+                     help="serve the operator's Prometheus metrics at http://0.0.0.0:PORT/metrics (default: off)")
     run.add_argument(
         "--liveness", metavar="URL", default=None,
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",

@@ -28,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from llm_operator import GROUP, PLURAL, VERSION
+from llm_operator import GROUP, PLURAL, VERSION, metrics
 from llm_operator.controller import cache, registry
 from llm_operator.controller.autoscaling import autoscale, autoscaling_enabled
 from llm_operator.controller.due import Workers
@@ -76,6 +76,7 @@ async def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str
     if event.get("type") == "DELETED":
         registry.known.pop((namespace, name), None)
         registry.states.drop(body.get("metadata", {}).get("uid", ""))
+        metrics.forget(namespace, name)
     else:
         registry.known[(namespace, name)] = _fresh(body)
 
@@ -105,6 +106,7 @@ def start_loops(**_: Any) -> None:
     for loop in _loops:
         loop.start()
     due_workers.start()
+    metrics.due_queue.set_function(lambda: len(registry.due))
 
 
 @kopf.on.cleanup()

@@ -16,7 +16,7 @@ from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, UnprocessibleEntityError
 
-from llm_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from llm_operator import FIELD_MANAGER, GROUP, PLURAL, VERSION, metrics
 
 _lock = threading.Lock()
 # kopf's handler threads (handlers.configure sets max_workers to 20), the two loops, and some slack.
@@ -75,6 +75,7 @@ def apply(manifest: dict[str, Any]) -> dict[str, Any]:
     Apply cannot undo every hand edit: an edit that changes a list item's key (a Service port
     number) adds an item another manager owns, which apply keeps, and the object may become
     invalid. Then a merge patch, which replaces lists whole, restores our version first."""
+    metrics.apply_requests.labels(manifest["kind"]).inc()
     try:
         result = _server_side_apply(manifest)
     except UnprocessibleEntityError:
@@ -88,6 +89,19 @@ def apply(manifest: dict[str, Any]) -> dict[str, Any]:
         )
         result = _server_side_apply(manifest)
     return result
+
+
+def create(manifest: dict[str, Any]) -> dict[str, Any]:
+    resource = _resource(manifest["apiVersion"], manifest["kind"])
+    return dynamic().create(resource, body=manifest, namespace=manifest["metadata"].get("namespace"),
+                            field_manager=FIELD_MANAGER).to_dict()
+
+
+def replace(manifest: dict[str, Any]) -> dict[str, Any]:
+    """PUT: with metadata.resourceVersion set, it fails with a conflict if the object changed since read."""
+    resource = _resource(manifest["apiVersion"], manifest["kind"])
+    return dynamic().replace(resource, body=manifest, namespace=manifest["metadata"].get("namespace"),
+                             field_manager=FIELD_MANAGER).to_dict()
 
 
 def get(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

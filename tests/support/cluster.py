@@ -96,8 +96,9 @@ class OperatorProcess:
     """`llm-operator run` as a real subprocess against the test cluster."""
 
     def __init__(self, cluster: Cluster, log_path: Path, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, namespaces: str = f"{OPERATOR_NAMESPACE_PREFIX}-*") -> None:
         self.cluster = cluster
+        self.namespaces = namespaces
         self.log_path = log_path
         self.extra_args = extra_args
         self.env = {**cluster.env, **(env or {})}
@@ -108,7 +109,7 @@ class OperatorProcess:
         command = [str(executable) if executable.exists() else "llm-operator"]
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*command, "run", "--namespace", f"{OPERATOR_NAMESPACE_PREFIX}-*",
+            [*command, "run", "--namespace", self.namespaces,
              "--kubeconfig", self.cluster.kubeconfig, "--log-level", "info", "--resync-interval", "5",
              *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,

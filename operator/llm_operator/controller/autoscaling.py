@@ -12,7 +12,7 @@ from dataclasses import replace
 from llm_operator import kube
 from llm_operator.api.models import LLMService
 from llm_operator.autoscale.config import policy_config
-from llm_operator.autoscale.policy import ScalerState, decide, history_length, scaling_condition
+from llm_operator.autoscale.policy import Decision, ScalerState, decide, history_length, scaling_condition
 from llm_operator.autoscale.prometheus import MetricsUnavailable, PrometheusMetrics
 from llm_operator.controller import cache, model_size, registry
 from llm_operator.controller.reconcile import reconcile
@@ -84,11 +84,15 @@ def autoscale(fresh: dict) -> None:
         unavailable = None
     except MetricsUnavailable as error:
         unavailable = str(error)
+        metrics.metric_source_errors.labels("prometheus").inc()
     status = fresh.get("status") or {}
     scaler = state.scaler or ScalerState(replicas=current, last_scale_time=_parse_time(status.get("lastScaleTime")))
     decision = decide(list(history), replace(scaler, replicas=current), config, time.time())
     state.scaler = decision.state
     state.scaling = scaling_condition(current, decision, unavailable)
+    metrics.autoscaler_decisions.labels(_decision_kind(current, decision, unavailable)).inc()
+    if not unavailable:
+        metrics.desired_replicas.labels(namespace, name).set(decision.desired_replicas)
     if unavailable:
         pass  # no decision to record: it holds what the Deployment has
     elif decision.desired_replicas != current:
@@ -98,6 +102,15 @@ def autoscale(fresh: dict) -> None:
         _record(fresh, state, decision.desired_replicas)
     # Lazy: a tick that changed nothing applies nothing (the plan's digest holds the replica count).
     reconcile(fresh, logger, lazy=True)
+
+
+def _decision_kind(current: int, decision: Decision, unavailable: str | None) -> str:
+    """The decision's label in llm_operator_autoscaler_decisions_total."""
+    if unavailable or decision.held:
+        return "hold"
+    if decision.desired_replicas > current:
+        return "scale_up"
+    return "scale_down" if decision.desired_replicas < current else "steady"
 
 
 def _record(body: dict, state: ServiceState, desired: int) -> None:

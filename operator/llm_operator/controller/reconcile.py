@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import kopf
 from kubernetes.dynamic.exceptions import ForbiddenError, NotFoundError
 
-from llm_operator import GROUP, VERSION, kube
+from llm_operator import GROUP, VERSION, kube, metrics
 from llm_operator.api.models import LLMService
 from llm_operator.controller import cache, model_size, registry
 from llm_operator.controller.due import Due
@@ -81,6 +82,12 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
     """Apply the plan when it is due (see _should_apply) and write status. `apply` False: a status refresh
     (it still applies a plan that changed); `lazy` (the resync): skip the apply of the plan applied last,
     recently."""
+    with metrics.reconcile_timer() as result:
+        _reconcile(body, logger, apply, lazy, result)
+
+
+def _reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool, lazy: bool,
+               result: Callable[[str], None]) -> None:
     meta = body["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     state = registry.states.of(uid)
@@ -94,10 +101,14 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
         )
         plan = replace(plan, fit=model_size.explain_unknown(plan.fit, size))
         if plan.problems:
+            result("refused")
             warn_once(body, state, "spec", "InvalidSpec", "; ".join(plan.problems))
         elif plan.fit is not None and not plan.deploy:
-            warn_once(body, state, "spec", "ModelDoesNotFit", plan.fit.message)
+            result("refused")
+            if warn_once(body, state, "spec", "ModelDoesNotFit", plan.fit.message):
+                metrics.fit_check_refusals.labels(plan.fit.reason).inc()
         elif _should_apply(state, plan, apply, lazy):
+            result("applied")
             state.warnings.pop("spec", None)
             if plan.service is not None and plan.service.spec.router.enabled:
                 _ensure_master_key(plan.service, uid)
@@ -107,6 +118,7 @@ def reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool = Tr
         missing_secrets = engine_secrets_missing(plan, namespace)
         warn_missing_secrets(body, state, missing_secrets)
         status = compute_status(observe(plan, body, namespace, name, router, missing_secrets, state.scaling))
+        metrics.current_replicas.labels(namespace, name).set(status.get("replicas") or 0)
         if size.record is not None:
             status[model_size.STATUS_FIELD] = size.record
         # Compare with what this process wrote last, not with a body that may be a few events old.

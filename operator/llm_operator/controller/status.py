@@ -21,10 +21,12 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def warn_once(body: dict, state: ServiceState, topic: str, reason: str, message: str) -> None:
-    """One Warning Event per distinct refusal, not one per resync."""
+def warn_once(body: dict, state: ServiceState, topic: str, reason: str, message: str) -> bool:
+    """One Warning Event per distinct refusal, not one per resync; True when it was new."""
     if state.warn_once(topic, message):
         kube.post_event(body, "Warning", reason, message)
+        return True
+    return False
 
 
 def warn_missing_secrets(body: dict, state: ServiceState, missing: list[str] | None) -> None:
