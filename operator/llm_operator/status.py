@@ -38,6 +38,8 @@ class Observed:
     missing_secrets: list[str] | None = None
     """Messages naming the engine Pods' Secrets that do not exist (references.missing_engine_secrets);
     None when not checked (nothing deployed, or no Secret referenced): then no SecretsFound condition."""
+    forbidden: str | None = None
+    """Why the apiserver refused the operator's apply (RBAC), when it did."""
     previous_conditions: list[dict[str, Any]] = field(default_factory=list)
     autoscaling: bool = False
     """spec.autoscaling.enabled: then status.desiredReplicas is the autoscaler's, written by it alone."""
@@ -168,6 +170,8 @@ def _phase(observed: Observed, replicas: int, ready: int) -> tuple[str, str, str
         return "Failed", "InvalidSpec", "; ".join(observed.problems)
     if not observed.deployed and observed.fit is not None and not observed.fit.fits:
         return "Failed", "ModelDoesNotFit", observed.fit.message
+    if observed.forbidden:
+        return "Failed", "Forbidden", observed.forbidden
     crash = waiting_reason(observed.pods)
     if observed.missing_secrets:
         # Pods cannot start without them (CreateContainerConfigError); running ones would not restart.

@@ -452,3 +452,14 @@ def test_desired_replicas_is_left_to_the_autoscaler_and_removed_when_it_is_turne
     assert "desiredReplicas" not in compute_status(replace(observed, autoscaling=False))
     left_over = compute_status(replace(observed, autoscaling=False, recorded_desired_replicas=3))
     assert left_over["desiredReplicas"] is None  # a merge patch's removal
+
+
+def test_an_apply_the_apiserver_forbids_is_stalled_with_its_words() -> None:
+    why = ('the operator may not apply Deployment llm: deployments.apps "llm" is forbidden: User '
+           '"system:serviceaccount:ops:llm-operator" cannot patch resource "deployments"')
+    status = compute_status(ready_observed(forbidden=why))
+    assert status["phase"] == "Failed"
+    cond = conditions(status)
+    assert (cond["Ready"]["status"], cond["Ready"]["reason"], cond["Ready"]["message"]) == ("False", "Forbidden", why)
+    assert (cond["Stalled"]["status"], cond["Stalled"]["reason"]) == ("True", "Forbidden")
+    LLMServiceStatus.model_validate(status)

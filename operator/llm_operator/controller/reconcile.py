@@ -3,6 +3,7 @@ apply when it changed, then write status (controller/status.py)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -58,12 +59,32 @@ def _ensure_master_key(service: LLMService, uid: str) -> None:
             kube.create_if_absent(secret)
 
 
+class ApplyForbidden(Exception):
+    """The apiserver refused an apply for lack of permission: RBAC narrowed by hand, or a chart too old."""
+
+
 def _apply_plan(plan: Plan, namespace: str) -> None:
     for manifest in plan.objects:
-        if manifest["kind"] == "PersistentVolumeClaim":
-            existing = kube.get("v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"])
-            manifest = pvc_change(existing, manifest)
-        kube.apply(manifest)
+        try:
+            if manifest["kind"] == "PersistentVolumeClaim":
+                existing = kube.get("v1", "PersistentVolumeClaim", namespace, manifest["metadata"]["name"])
+                manifest = pvc_change(existing, manifest)
+            kube.apply(manifest)
+        except ForbiddenError as error:
+            if "NamespaceTerminating" in str(error.body):
+                raise
+            raise ApplyForbidden(
+                f"the operator may not apply {manifest['kind']} {manifest['metadata']['name']}: "
+                f"{_apiserver_message(error)}; grant it the rules of the Helm chart "
+                "(charts/llm-operator/templates/_helpers.tpl); it tries again at every resync"
+            ) from None
+
+
+def _apiserver_message(error: ForbiddenError) -> str:
+    try:
+        return str(json.loads(error.body).get("message") or error.summary())
+    except (TypeError, ValueError):
+        return str(error.summary())
 
 
 def _should_apply(state: ServiceState, plan: Plan, apply: bool, lazy: bool) -> bool:
@@ -100,6 +121,7 @@ def _reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool, la
             parameters=size.parameters,
         )
         plan = replace(plan, fit=model_size.explain_unknown(plan.fit, size))
+        forbidden: str | None = None
         if plan.problems:
             result("refused")
             warn_once(body, state, "spec", "InvalidSpec", "; ".join(plan.problems))
@@ -110,14 +132,22 @@ def _reconcile(body: dict, logger: logging.Logger | kopf.Logger, apply: bool, la
         elif _should_apply(state, plan, apply, lazy):
             result("applied")
             state.warnings.pop("spec", None)
-            if plan.service is not None and plan.service.spec.router.enabled:
-                _ensure_master_key(plan.service, uid)
-            _apply_plan(plan, namespace)
-            state.last_applied = AppliedPlan(plan.digest, time.monotonic(), plan.objects)
+            try:
+                if plan.service is not None and plan.service.spec.router.enabled:
+                    _ensure_master_key(plan.service, uid)
+                _apply_plan(plan, namespace)
+                state.last_applied = AppliedPlan(plan.digest, time.monotonic(), plan.objects)
+                state.warnings.pop("rbac", None)
+            except ApplyForbidden as error:
+                result("error")
+                forbidden = str(error)
+                if warn_once(body, state, "rbac", "Forbidden", forbidden):
+                    logger.error(f"{namespace}/{name}: {forbidden}")
         router = router_condition(plan, namespace, fallbacks, secrets)
         missing_secrets = engine_secrets_missing(plan, namespace)
         warn_missing_secrets(body, state, missing_secrets)
-        status = compute_status(observe(plan, body, namespace, name, router, missing_secrets, state.scaling))
+        status = compute_status(observe(plan, body, namespace, name, router, missing_secrets, state.scaling,
+                                        forbidden))
         metrics.current_replicas.labels(namespace, name).set(status.get("replicas") or 0)
         if size.record is not None:
             status[model_size.STATUS_FIELD] = size.record

@@ -67,6 +67,7 @@ def router_condition(plan: Plan, namespace: str, fallbacks: dict, secrets: set[s
 def observe(
     plan: Plan, body: dict, namespace: str, name: str, router: tuple[str, str, str] | None,
     missing_secrets: list[str] | None = None, scaling: tuple[str, str, str] | None = None,
+    forbidden: str | None = None,
 ) -> Observed:
     spec = plan.service.spec if plan.service else None
     deployment = cache.workload(namespace, name, multi_node(spec)) if spec else None
@@ -88,6 +89,7 @@ def observe(
         router=router,
         scaling=scaling,
         missing_secrets=missing_secrets,
+        forbidden=forbidden,
         previous_conditions=(body.get("status") or {}).get("conditions") or [],
         autoscaling=bool(spec and spec.autoscaling.enabled),
         recorded_desired_replicas=(body.get("status") or {}).get("desiredReplicas"),
