@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class MetricsStandIn:
     def __init__(self) -> None:
         self.values: dict[str, float] = {}
+        self.raw: str | None = None
+        """When set, served as is instead of the values (a fault test's garbage)."""
         self._lock = threading.Lock()
         standin = self
 
@@ -41,6 +43,8 @@ class MetricsStandIn:
 
     def render(self) -> str:
         with self._lock:
+            if self.raw is not None:
+                return self.raw
             lines, typed = [], set()
             for series, value in sorted(self.values.items()):
                 name = series.split("{", 1)[0]

@@ -20,6 +20,7 @@ Metric names come from each engine's descriptor (engines/*.py: `EngineMetrics`).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -107,7 +108,12 @@ class PrometheusMetrics:
         found: dict[str, list[tuple[str, Points]]] = {}
         for item in self._query(f'{{__name__=~"{pattern}",{labels}}}[{LOOKBACK}]'):
             points = _points(item)
-            if points and is_current([t for t, _ in points], time.time()):
+            # A replica whose newest value is NaN or infinite reports no number now: as if it reported none
+            # (the policy holds on a signal some ready replica lacks); older non-finite points are dropped.
+            if not points or not math.isfinite(points[-1][1]):
+                continue
+            points = [(t, v) for t, v in points if math.isfinite(v)]
+            if is_current([t for t, _ in points], time.time()):
                 found.setdefault(item["metric"].get("__name__", ""), []).append((item["metric"].get("pod", ""), points))
         return found
 

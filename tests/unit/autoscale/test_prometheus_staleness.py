@@ -1,5 +1,7 @@
 """Which Prometheus series count as current (llm_operator.autoscale.prometheus.is_current)."""
 
+import pytest
+
 from llm_operator.autoscale.prometheus import CLOCK_SLACK_S, MISSED_SCRAPES, is_current
 
 
@@ -65,3 +67,20 @@ def test_the_first_name_with_series_wins() -> None:
     assert [s.value for s in _first_present(found, ("new_name", "old_name"))] == [0.7]
     assert [s.value for s in _first_present(found, ("absent", "old_name"))] == [0.5]
     assert _first_present(found, ("absent",)) == []
+
+
+def test_a_replica_reporting_nan_counts_as_not_reporting(monkeypatch) -> None:
+    """Prometheus answering NaN (or +Inf) for one replica's KV cache: the signal is missing, not NaN, so the
+    policy holds instead of failing on float('nan'); a finite replica's value is still read."""
+    import time
+
+    from llm_operator.autoscale.prometheus import PrometheusMetrics
+
+    now = time.time()
+    answers = {"a": ["0.5", "NaN"], "b": ["0.4", "0.6"], "c": ["+Inf", "0.7"]}
+    items = [{"metric": {"__name__": "vllm:kv_cache_usage_perc", "pod": pod},
+              "values": [[now - 15, first], [now - 1, last]]} for pod, (first, last) in answers.items()]
+    metrics = PrometheusMetrics("http://prometheus.invalid")
+    monkeypatch.setattr(metrics, "_query", lambda query: items)
+    assert metrics.sample("vllm", "ml", ["a", "b"], 0, []).kv_cache_usage is None
+    assert metrics.sample("vllm", "ml", ["b", "c"], 0, []).kv_cache_usage == pytest.approx(0.65)
