@@ -1,9 +1,11 @@
-"""`helm install` for real: the operator's own image (hack/build-images.sh operator) runs as a Pod on
-the testbed's real node with in-cluster credentials (the chart's ServiceAccount, no kubeconfig),
-reconciles an LLMService whose router runs for real on the same node (the LiteLLM stand-in image,
-set once through the chart's defaultImages.router), and the router's HPA reads real CPU metrics from
-metrics-server. Then `helm upgrade` to a new image tag rolls the operator, and `helm uninstall`
-leaves the LLMService and its model-cache PVC alone.
+"""`helm install` for real: the operator's own image (hack/build-images.sh operator) runs as the chart's
+default two Pods on the testbed's real node with in-cluster credentials (the chart's ServiceAccount, no
+kubeconfig). Both are Ready; exactly one holds the leader Lease, and each Pod's own /metrics (read through
+the apiserver's Pod proxy) says which: llm_operator_leader 1 on the leader, 0 on the standby. The leader
+reconciles an LLMService whose router runs for real on the same node (the LiteLLM stand-in image, set
+once through the chart's defaultImages.router), and the router's HPA reads real CPU metrics from
+metrics-server. Then `helm upgrade` to a new image tag rolls both Pods and the Lease moves to a new
+one, which applies a spec change, and `helm uninstall` leaves the LLMService and its model-cache PVC alone.
 
 The engine in this test sits on a fake kwok GPU node (it needs 1 H100); what runs for real is the
 operator and the router. tests/e2e/test_serving_real_node.py runs an engine for real."""
@@ -19,7 +21,7 @@ import pytest
 import yaml
 
 from support.cluster import Cluster, condition
-from support.helm import CHART, helm
+from support.helm import CHART, helm, lease_holder, metric, pod_metrics
 from support.real_node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, local_image, tag
 
 GROUP = "serving.llm-operator.io"
@@ -32,6 +34,21 @@ def pods(cluster: Cluster, namespace: str, selector: str) -> list[dict]:
 def ready_pods(cluster: Cluster, namespace: str, selector: str) -> list[dict]:
     return [p for p in pods(cluster, namespace, selector)
             if condition(p, "Ready").get("status") == "True" and not p["metadata"].get("deletionTimestamp")]
+
+
+def leader_and_standby(cluster: Cluster, namespace: str, lease: str, operator_pods: list[dict]) -> tuple[str, str]:
+    """The two operator Pods' names, leader first: the Lease's holder, which reports llm_operator_leader 1,
+    while the other reports 0 (the leader's gauge turns 1 just after it takes the Lease: waited for)."""
+    names = sorted(p["metadata"]["name"] for p in operator_pods)
+    assert len(names) == 2, names
+    holder = cluster.wait_for(f"the Lease {lease} held by one of {names}", lambda: (
+        lease_holder(cluster, namespace, lease) in names and lease_holder(cluster, namespace, lease)), timeout=60)
+    [standby] = [name for name in names if name != holder]
+    cluster.wait_for(f"llm_operator_leader 1 on {holder}", lambda: metric(
+        pod_metrics(cluster, namespace, holder), "llm_operator_leader") == 1, timeout=30)
+    assert metric(pod_metrics(cluster, namespace, standby), "llm_operator_leader") == 0
+    assert lease_holder(cluster, namespace, lease) == holder  # still: no flapping meanwhile
+    return holder, standby
 
 
 @pytest.fixture
@@ -86,17 +103,23 @@ def test_helm_install_runs_the_operator_image_on_the_real_node(
     fullname = f"{real_release}-llm-operator"
     selector = f"app.kubernetes.io/instance={real_release}"
 
-    # 1. The operator Pod: Running and Ready on the real node, in-cluster credentials only.
-    [pod] = ready_pods(cluster, namespace, selector)
-    assert pod["spec"]["nodeName"] == "real-0"
-    [container] = pod["spec"]["containers"]
-    assert container["image"] == operator_image
-    assert "KUBECONFIG" not in {e["name"] for e in container.get("env", [])}
-    assert not any("--kubeconfig" in arg for arg in container["args"])
-    assert pod["spec"]["serviceAccountName"] == fullname
-    [status] = pod["status"]["containerStatuses"]
-    assert status["ready"] and status["restartCount"] == 0
-    exec_version = cluster.kubectl("exec", "-n", namespace, pod["metadata"]["name"], "--", "llm-operator", "version")
+    # 1. The operator Pods (the chart's default 2): Running and Ready on the real node (the podAntiAffinity
+    # is only preferred), in-cluster credentials only; the standby is Ready too.
+    operator_pods = ready_pods(cluster, namespace, selector)
+    assert len(operator_pods) == 2, [p["metadata"]["name"] for p in operator_pods]
+    for pod in operator_pods:
+        assert pod["spec"]["nodeName"] == "real-0"
+        [container] = pod["spec"]["containers"]
+        assert container["image"] == operator_image
+        assert "KUBECONFIG" not in {e["name"] for e in container.get("env", [])}
+        assert not any("--kubeconfig" in arg for arg in container["args"])
+        assert "--leader-elect" in container["args"]
+        assert pod["spec"]["serviceAccountName"] == fullname
+        [status] = pod["status"]["containerStatuses"]
+        assert status["ready"] and status["restartCount"] == 0
+    # Exactly one holds the Lease (named after the release), and each Pod's metrics agree.
+    leader, standby = leader_and_standby(cluster, namespace, fullname, operator_pods)
+    exec_version = cluster.kubectl("exec", "-n", namespace, leader, "--", "llm-operator", "version")
     assert exec_version.stdout.strip() == "0.1.0"
 
     # 2. It reconciles: children, status, and a router that runs the operator-wide image for real.
@@ -114,15 +137,22 @@ def test_helm_install_runs_the_operator_image_on_the_real_node(
     assert router_pod["spec"]["imagePullSecrets"] == [{"name": "mirror-pull"}]
     engine = cluster.get_json("deployment", "chat", served_namespace)
     assert engine["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "mirror-pull"}]
-    operator_log = cluster.kubectl("logs", "-n", namespace, pod["metadata"]["name"]).stdout
+    operator_log = cluster.kubectl("logs", "-n", namespace, leader).stdout
     assert f"reconciled {served_namespace}/chat" in operator_log, operator_log
+    # Only the leader works: its reconciles count, the standby's stay 0 (it still waits for the Lease).
+    assert (metric(pod_metrics(cluster, namespace, leader), "llm_operator_reconciles_total") or 0) > 0
+    standby_metrics = pod_metrics(cluster, namespace, standby)
+    assert metric(standby_metrics, "llm_operator_reconciles_total") == 0, standby_metrics
+    assert metric(standby_metrics, "llm_operator_leader") == 0
+    standby_log = cluster.kubectl("logs", "-n", namespace, standby).stdout
+    assert "reconciled " not in standby_log, standby_log
 
     # 3. The router's HPA reads the router Pod's real CPU use through metrics-server.
     def cpu_utilization() -> int | None:
         hpa = cluster.get_json("hpa", "chat-router", served_namespace) or {}
-        for metric in hpa.get("status", {}).get("currentMetrics") or []:
-            current = (metric.get("resource") or {}).get("current") or {}
-            if metric.get("type") == "Resource" and "averageUtilization" in current:
+        for reading in hpa.get("status", {}).get("currentMetrics") or []:
+            current = (reading.get("resource") or {}).get("current") or {}
+            if reading.get("type") == "Resource" and "averageUtilization" in current:
                 return current["averageUtilization"] + 1  # 0 % is a reading too
         return None
 
@@ -130,21 +160,29 @@ def test_helm_install_runs_the_operator_image_on_the_real_node(
     hpa = cluster.get_json("hpa", "chat-router", served_namespace)
     assert condition(hpa, "ScalingActive").get("status") == "True", hpa["status"]
 
-    # 4. helm upgrade to a new image tag rolls the operator (Recreate: one operator at a time).
+    # 4. helm upgrade to a new image tag rolls the operator (RollingUpdate: a new Pod starts as a standby;
+    # the Lease passes to a new Pod once the old leader stops and its Lease expires).
     upgraded = tag(operator_image, f"{repository}:upgrade-{int(time.time())}")
     helm(cluster, "upgrade", real_release, str(CHART), "-n", namespace, "-f", str(values_file),
          "--set", f"image.tag={upgraded.rsplit(':', 1)[1]}", "--wait", "--timeout", "180s", timeout=240)
-    new_pod = cluster.wait_for("the upgraded operator Pod", lambda: [
-        p for p in ready_pods(cluster, namespace, selector) if p["spec"]["containers"][0]["image"] == upgraded
-    ], timeout=120)[0]
-    assert new_pod["metadata"]["name"] != pod["metadata"]["name"]
-    assert len(pods(cluster, namespace, selector)) == 1
-    # The new operator applies a spec change.
+    old_names = {leader, standby}
+
+    def rolled() -> list[dict]:
+        current = pods(cluster, namespace, selector)
+        ready = [p for p in ready_pods(cluster, namespace, selector)
+                 if p["spec"]["containers"][0]["image"] == upgraded]
+        return ready if len(current) == len(ready) == 2 else []
+
+    new_pods = cluster.wait_for("two upgraded operator Pods and no old one", rolled, timeout=120)
+    assert not old_names & {p["metadata"]["name"] for p in new_pods}
+    new_leader, _ = leader_and_standby(cluster, namespace, fullname, new_pods)
+    # The new leader applies a spec change.
     cluster.kubectl("patch", "llms", "chat", "-n", served_namespace, "--type=merge",
                     "-p", json.dumps({"spec": {"serving": {"maxModelLen": 4096}}}))
     cluster.wait_for("the new operator to apply --max-model-len 4096", lambda: "4096" in json.dumps(
         cluster.get_json("deployment", "chat", served_namespace)["spec"]["template"]["spec"]["containers"][0]["args"]
     ), timeout=60)
+    assert f"reconciled {served_namespace}/chat" in cluster.kubectl("logs", "-n", namespace, new_leader).stdout
 
     # 5. helm uninstall removes the operator, never what users own.
     helm(cluster, "uninstall", real_release, "-n", namespace, "--wait", "--timeout", "60s")

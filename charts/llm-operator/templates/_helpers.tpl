@@ -43,6 +43,56 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
+{{/* The leader-election Lease's name: leaderElection.leaseName, else the full name (one Lease per release). */}}
+{{- define "llm-operator.leaseName" -}}
+{{- default (include "llm-operator.fullname" .) .Values.leaderElection.leaseName -}}
+{{- end -}}
+
+{{- define "llm-operator.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "llm-operator.fullname" . | trunc 55 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/*
+The PromQL label matchers of this release's operator series. Prometheus names the job of a
+ServiceMonitor's targets after the Service (metrics-service name), and labels them with its namespace.
+*/}}
+{{- define "llm-operator.promSelector" -}}
+job="{{ include "llm-operator.metricsServiceName" . }}",namespace="{{ .Release.Namespace }}"
+{{- end -}}
+
+{{/*
+Flags the chart sets itself, which extraArgs must not repeat or contradict. The schema refuses their
+exact spellings; this also refuses abbreviations, which `llm-operator run` (argparse) expands, e.g.
+--metrics=9000 for --metrics-port=9000 or --leader-elect-names=x for --leader-elect-namespace=x.
+*/}}
+{{- define "llm-operator.reservedFlags" -}}
+--peering --namespace --all-namespaces --kubeconfig --liveness --leader-elect --leader-elect-name --leader-elect-namespace --metrics-port
+{{- end -}}
+
+{{/* Combinations the schema cannot express: `helm install` fails with the reason instead of deploying them. */}}
+{{- define "llm-operator.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail (printf "replicaCount %d needs leaderElection.enabled=true: without the Lease every replica would reconcile and autoscale the same LLMServices at once (set replicaCount=1 to run without leader election)" (int .Values.replicaCount)) -}}
+{{- end -}}
+{{- if and .Values.metrics.enabled (eq (int .Values.metrics.port) (int .Values.livenessProbe.port)) -}}
+{{- fail (printf "metrics.port and livenessProbe.port are both %d: the metrics and liveness endpoints need a port each" (int .Values.metrics.port)) -}}
+{{- end -}}
+{{- if and (not .Values.metrics.enabled) (or .Values.metrics.serviceMonitor.enabled .Values.metrics.prometheusRule.enabled) -}}
+{{- fail "metrics.serviceMonitor and metrics.prometheusRule need metrics.enabled=true: without --metrics-port there is nothing to scrape or alert on" -}}
+{{- end -}}
+{{- $reserved := splitList " " (include "llm-operator.reservedFlags" .) -}}
+{{- range .Values.extraArgs -}}
+{{- $flag := regexReplaceAll "=.*$" . "" -}}
+{{- if and (hasPrefix "--" $flag) (gt (len $flag) 2) -}}
+{{- range $reserved -}}
+{{- if hasPrefix $flag . -}}
+{{- fail (printf "extraArgs: %q sets %s (argparse expands abbreviations), which the chart sets itself: use watchNamespaces, leaderElection, metrics or livenessProbe instead" $flag .) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "llm-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
