@@ -191,3 +191,29 @@ def test_generated_pods_serve_through_the_router(
     assert restarted.api_key == client.api_key
     chat(restarted, "primary")
 
+
+    # A fallback LLMService deleted while the router serves (a fault of the suite in README.md): the local
+    # model keeps answering every request, the router's config drops the fallback, and RouterReady names it.
+    deleted = time.monotonic()
+    cluster.kubectl("delete", "llms/backup", "-n", namespace, "--wait=false")
+    answered = 0
+
+    def dropped() -> bool:
+        nonlocal answered
+        chat(restarted, "primary")
+        answered += 1
+        obj = cluster.get_json("llms", "primary", namespace)
+        config = cluster.get_json("configmap", "primary-router", namespace)["data"]["config.yaml"]
+        return condition(obj, "RouterReady").get("status") == "False" and f"backup.{namespace}" not in config
+
+    cluster.wait_for("the fallback dropped while serving", dropped, timeout=120, interval=1)
+    message = condition(cluster.get_json("llms", "primary", namespace), "RouterReady")["message"]
+    assert "LLMService backup" in message, message
+    cluster.wait_for("the router rolled out with the new config", lambda: (cluster.get_json(
+        "deployment", "primary-router", namespace) or {}).get("status", {}).get("updatedReplicas") == 1
+        and cluster.get_json("deployment", "primary-router", namespace)["status"].get("readyReplicas") == 1,
+        timeout=240, interval=2)
+    for _ in range(3):
+        chat(restarted, "primary")
+    print(f"fault: fallback deleted while serving: {answered} requests answered meanwhile, none failed; "
+          f"dropped from the config {time.monotonic() - deleted:.1f} s after the deletion")
