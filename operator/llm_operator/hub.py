@@ -60,7 +60,8 @@ SHARD_WORKERS = 8
 PACKED_DTYPES = ("I32", "U8")
 PACKED_SHARE = 0.01
 USER_AGENT = "llm-operator (parameter count for the fit check)"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+# ASCII only, as the Hub's repo ids are: a non-ASCII name is "not a repo id", not an unreachable Hub.
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$", re.ASCII)
 _TOKEN = re.compile(r"^[\x21-\x7e]+$")  # one HTTP header value: printable ASCII, no spaces or line breaks
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 

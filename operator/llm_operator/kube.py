@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 import threading
 from typing import Any
 
@@ -49,14 +50,15 @@ def _resource(api_version: str, kind: str):
 
 
 def _server_side_apply(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The apply body is sent as UTF-8 JSON (YAML's subset): the client's own serializer escapes a character
+    outside the Basic Multilingual Plane as a surrogate pair (\\ud83e\\udd99), which the apiserver's YAML
+    decoder refuses, so an emoji in a served name would fail every apply."""
     resource = _resource(manifest["apiVersion"], manifest["kind"])
-    result = dynamic().server_side_apply(
-        resource,
-        body=manifest,
-        namespace=manifest["metadata"].get("namespace"),
-        field_manager=FIELD_MANAGER,
-        force_conflicts=True,
-    )
+    meta = manifest["metadata"]
+    path = resource.path(name=meta["name"], namespace=meta.get("namespace"))
+    body = json.dumps(manifest, ensure_ascii=False).encode()
+    result = dynamic().request("patch", path, body=body, content_type="application/apply-patch+yaml",
+                               field_manager=FIELD_MANAGER, force_conflicts=True)
     return result.to_dict()
 
 

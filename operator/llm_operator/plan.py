@@ -118,7 +118,7 @@ def parse(body: dict[str, Any]) -> tuple[LLMService | None, list[str]]:
     if problems:
         return None, problems
     try:
-        return LLMService.model_validate(manifest), []
+        return LLMService.model_validate(manifest, by_alias=True, by_name=False), []
     except ValidationError as error:  # validate_documents reports these; belt and braces
         return None, [str(error)]
 

@@ -32,6 +32,10 @@ _DECIMAL_SUFFIXES = {
 }
 _PARAMETER_SUFFIXES = {"": 1.0, "K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
 
+# Kubernetes' Quantity holds at most 2^63-1 (about 9.2e18) of a unit; an exponent beyond this bound is no size
+# anything here has, and computing it (1e400000) would hold the interpreter for minutes.
+MAX_EXPONENT = 30
+
 _NUMBER_RE = re.compile(r"^(?P<number>([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(?P<suffix>.*)$")
 
 
@@ -50,7 +54,10 @@ def parse_quantity(value: str | int) -> Decimal:
         return number * _BINARY_SUFFIXES[suffix]
     if suffix in _DECIMAL_SUFFIXES:
         return number * _DECIMAL_SUFFIXES[suffix]
-    return number * Decimal(10) ** int(suffix[1:])  # exponent form: 1e3, 2E-2
+    exponent = int(suffix[1:])  # exponent form: 1e3, 2E-2
+    if abs(exponent) > MAX_EXPONENT:
+        raise ValueError(f"quantity {value!r} is out of range: its exponent is beyond ±{MAX_EXPONENT}")
+    return number * Decimal(10) ** exponent
 
 
 def quantity_bytes(value: str | int) -> int:
@@ -78,6 +85,14 @@ def _validate_quantity(value: Any) -> str | int:
             "quantity_format",
             "should match '{pattern}': a Kubernetes quantity such as 500m, 8, 64Gi or 1.5T",
             {"pattern": QUANTITY_PATTERN},
+        )
+    exponent = _NUMBER_RE.match(value)["suffix"][1:] if isinstance(value, str) else ""
+    if exponent and exponent.lstrip("+-").isdigit() and abs(int(exponent)) > MAX_EXPONENT:
+        raise PydanticCustomError(
+            "quantity_range",
+            "{value} is out of range: an exponent beyond ±{limit} is no size Kubernetes can hold; write it "
+            "with a suffix such as 80Gi",
+            {"value": value, "limit": MAX_EXPONENT},
         )
     return value
 

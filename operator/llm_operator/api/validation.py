@@ -87,7 +87,7 @@ def _check(model: type[BaseModel], data: Any, path: str) -> list[FieldProblem]:
     their cross-field rules still run: the user sees everything in one pass.
     """
     try:
-        instance = model.model_validate(data)
+        instance = model.model_validate(data, by_alias=True, by_name=False)  # camelCase only, as the apiserver
     except ValidationError as error:
         return [_schema_problem(detail, path) for detail in error.errors()] + _rules_of_valid_parts(
             model, data, path
@@ -116,7 +116,7 @@ def _rules_of_valid_parts(model: type[BaseModel], data: Any, path: str) -> list[
 def _check_quietly(model: type[BaseModel], data: Any, path: str) -> list[FieldProblem]:
     """Rule problems only: the schema errors below `path` were already reported by the parent."""
     try:
-        instance = model.model_validate(data)
+        instance = model.model_validate(data, by_alias=True, by_name=False)  # camelCase only, as the apiserver
     except ValidationError:
         return _rules_of_valid_parts(model, data, path)
     return list(_rule_problems(instance, path))

@@ -267,6 +267,10 @@ def decide(history: Sequence[Sample], state: ScalerState, config: PolicyConfig, 
         return _hold(state, "no demand signal in the metrics (queue, KV cache, GPU utilization)")
     if recommendation.replicas < current and _queue_signal_missing(window):
         return _hold(state, "queue metric missing: not scaling down on partial data")
+    if recommendation.replicas <= current and _queue_signal_missing([newest]):
+        # A ready replica stopped reporting (NaN, a target Prometheus cannot scrape, no series): the window's
+        # older samples still give a mean, but the count is held, and ScalingActive=False says so.
+        return _hold(state, "a ready replica reports no queue metric now: not deciding on partial data")
     if recommendation.replicas < current and rate is not None and rate.gap:
         return _hold(state, f"prompt-token rate {rate.gap}: not scaling down on partial data")
     if recommendation.replicas < current and demand is not None and demand.gap:

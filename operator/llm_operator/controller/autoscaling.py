@@ -9,7 +9,7 @@ import time
 from collections import deque
 from dataclasses import replace
 
-from llm_operator import kube
+from llm_operator import kube, metrics
 from llm_operator.api.models import LLMService
 from llm_operator.autoscale.config import policy_config
 from llm_operator.autoscale.policy import Decision, ScalerState, decide, history_length, scaling_condition
@@ -75,8 +75,8 @@ def autoscale(fresh: dict) -> None:
         state.history = deque(state.history, maxlen=needed)
     history = state.history
     try:
-        metrics = service.spec.router.enabled and router_metrics_enabled(service)
-        router_pods = _router_pods(namespace, service) if metrics else []
+        read_router = service.spec.router.enabled and router_metrics_enabled(service)
+        router_pods = _router_pods(namespace, service) if read_router else []
         history.append(PrometheusMetrics(prometheus_url()).sample(
             service.spec.engine, namespace, ready, starting, router_pods,
             parallel_slots=service.spec.serving.max_concurrent_requests or 1,

@@ -540,3 +540,17 @@ def test_without_spread_in_kv_use_the_slowdown_is_not_learned() -> None:
     flat = [decoding(15.0 * i, 4, 4.0, kv_at(1.0)) for i in range(30)]
     decisions = run(flat, replicas=4, config=KV_MODEL)
     assert "+ 0 ms x KV use" in decisions[-1].reason or "kv-cache load" not in decisions[-1].reason
+
+
+def test_a_replica_that_stops_reporting_holds_the_count_and_says_so():
+    """A ready replica whose queue metric is gone from the newest sample (NaN, a target Prometheus cannot
+    scrape, no series): the window's older samples still give a mean, but the decision is a hold, so
+    ScalingActive=False names it; a scale-up the others ask for still happens."""
+    full = [sample(t, ready=2, waiting=0.0, kv=0.5) for t in range(0, 300, 15)]
+    partial = full + [sample(t, ready=2, waiting=None, kv=None) for t in range(300, 360, 15)]
+    decisions = run(partial, replicas=2)
+    assert not any(d.held for d in decisions[:len(full)])
+    assert all(d.held and d.desired_replicas == 2 for d in decisions[len(full):])
+    assert "reports no queue metric now" in decisions[-1].hold_reason
+    busy = [*full, sample(300, ready=2, waiting=None, kv=0.99)]
+    assert run(busy, replicas=2)[-1].desired_replicas > 2
