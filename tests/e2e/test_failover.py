@@ -133,12 +133,20 @@ def test_the_standby_takes_over_from_a_killed_leader_and_applies_the_change_made
         assert obj is not None
         assert metric(second.metrics_port, "llm_operator_leader") == 1
         assert metric(second.metrics_port, "llm_operator_reconciles_total", result="applied") >= 1
-        # One writer at a time: the standby reconciled nothing before it held the Lease.
+        # One writer at a time: the operator's last write to the engine Deployment (its managedFields time, in
+        # whole seconds) is no earlier than the second the standby acquired the Lease, and the standby
+        # reconciled nothing before it held the Lease.
+        lease = cluster.get_json("lease", "llm-operator-ha", lease_namespace)
+        acquired = lease["spec"]["acquireTime"][:19]  # to the second, as managedFields stamps
+        deployment = json.loads(cluster.kubectl("get", "deployment", "ha", "-n", namespace, "-o", "json",
+                                                "--show-managed-fields").stdout)
+        written = [m["time"][:19] for m in deployment["metadata"]["managedFields"]
+                   if m["manager"] == "llm-operator" and m["operation"] == "Apply"]
+        assert written and max(written) >= acquired, (written, acquired)
         log = second.process.log()
         assert "holds the Lease" in log
         before = log.split("holds the Lease", 1)[0]
         assert "reconciled" not in before, before[-2000:]
-        lease = cluster.get_json("lease", "llm-operator-ha", lease_namespace)
         assert lease["spec"]["leaseTransitions"] == 1
         assert took_over < 30, "the Lease lasts 15 s: the standby should hold it within about that"
 
