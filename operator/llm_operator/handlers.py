@@ -59,9 +59,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
-    # Retries of a failed API request (a watch included) at most 5 s apart, for about 2 minutes: kopf's default
-    # (1, 1, 2, 3, 5, 8, 13, 21) let a 30 s apiserver outage end while the watch waited 21 s more, and a change
-    # made right after it was applied 55 s later (tests/e2e/test_faults.py).
+    # Retries of a failed API request (a watch included) at most 5 s apart, for about 2 minutes: with kopf's
+    # default (1, 1, 2, 3, 5, 8, 13, 21) a watch can still wait 21 s after an apiserver outage has ended, and a
+    # change made meanwhile waits with it (tests/e2e/test_faults.py).
     settings.networking.error_backoffs = (1, 1, 2, 3, *[5] * 24)
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     settings.execution.max_workers = 20

@@ -13,13 +13,13 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from llm_operator import hub, kube
 from llm_operator.api.models import LLMService
+from llm_operator.controller import registry
 from llm_operator.fit import FitResult
 from llm_operator.plan import fit_input
 
@@ -38,11 +38,6 @@ class Lookup:
     """status.modelSize to write (a count just read), else None."""
     problem: str | None = None
     """Why the Hub gave no count, for ModelFits=Unknown."""
-
-
-# (namespace, name, model, revision) -> (monotonic time of the failure, its message): not asked again sooner.
-_failures: dict[tuple[str, str, str, str], tuple[float, str]] = {}
-_failures_lock = threading.Lock()
 
 
 def _revision(service: LLMService) -> str:
@@ -73,22 +68,22 @@ def lookup(body: dict, service: LLMService | None) -> Lookup:
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return Lookup(problem="the operator runs with HF_HUB_OFFLINE set")
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    key = (namespace, name, service.spec.model.name, _revision(service))
-    with _failures_lock:
-        failed = _failures.get(key)
-    if failed is not None and time.monotonic() - failed[0] < RETRY_SECONDS:
-        return Lookup(problem=failed[1])
+    # Kept with the object's other state (its uid's, under its reconcile lock): a spec naming another model or
+    # revision, or a re-created object, asks the Hub at once.
+    state = registry.states.of(body["metadata"]["uid"])
+    asked = (service.spec.model.name, _revision(service))
+    failed = state.hub_failure
+    if failed is not None and failed[0] == asked and time.monotonic() - failed[1] < RETRY_SECONDS:
+        return Lookup(problem=failed[2])
     try:
         size = hub.fetch_model_size(service.spec.model.name, service.spec.model.revision,
                                     _token(namespace, service), timeout=REQUEST_TIMEOUT_SECONDS)
     except hub.HubError as error:
         message = str(error)
-        with _failures_lock:
-            _failures[key] = (time.monotonic(), message)
+        state.hub_failure = (asked, time.monotonic(), message)
         _log.info(f"{namespace}/{name}: no parameter count from the Hub: {message}")
         return Lookup(problem=message)
-    with _failures_lock:
-        _failures.pop(key, None)
+    state.hub_failure = None
     return Lookup(parameters=float(size.parameters), record=status_record(service, size))
 
 

@@ -42,6 +42,8 @@ class ServiceState:
     scaling: Condition | None = None
     history: deque[Sample] = field(default_factory=deque)
     scaler: ScalerState | None = None
+    # The Hub's last failure to give the model's parameter count: ((model, revision), monotonic time, message).
+    hub_failure: tuple[tuple[str, str], float, str] | None = None
     # The spec as the pydantic model, parsed once per generation: (generation, model or None if invalid).
     parsed: tuple[int, LLMService | None] | None = None
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from llm_operator import hub
-from llm_operator.controller import model_size
+from llm_operator.controller import model_size, registry
 from llm_operator.fit import FitResult
 from support.hub_standin import TOKEN, HubStandIn
 from unit.factories import make_service
@@ -31,10 +31,10 @@ def service(**model: object):
 @pytest.fixture(autouse=True)
 def fresh() -> Iterator[None]:
     hub.clear_cache()
-    model_size._failures.clear()
+    registry.states.drop("u1")
     yield
     hub.clear_cache()
-    model_size._failures.clear()
+    registry.states.drop("u1")
 
 
 @pytest.fixture
