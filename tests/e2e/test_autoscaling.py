@@ -157,8 +157,9 @@ def test_queue_scales_up_to_max_then_down_after_the_delay(
 
     with Load(vllm.openai_base_url, "tiny", workers=32):
         # Each interval may add what the queue asks for; the window's mean lags the queue, so
-        # allow 30 intervals on this shared 2-core machine (measured: 5 to 20).
-        up = wait_replicas(cluster, namespace, "queue", 3, timeout=30 * INTERVAL)
+        # allow 60 intervals on this shared 2-core machine (measured: 5 to 23; one CI run, the suite's first
+        # test on a cold machine, needed more than 30).
+        up = wait_replicas(cluster, namespace, "queue", 3, timeout=60 * INTERVAL)
         print(f"scale-up 1 -> 3: {up:.1f}s after load started ({up / INTERVAL:.1f} intervals of {INTERVAL}s)")
         reason = status(cluster, namespace, "queue")["scaleReason"]
         assert "queue" in reason
