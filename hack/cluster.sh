@@ -63,6 +63,12 @@ componentsPatches:
   - name: kube-scheduler
     extraArgs:
       - {key: leader-elect, value: "false"}
+  # A disposable test cluster: an fsync that stalls behind the page cache's writeback (an engine loading
+  # weights, pip writing a venv) held etcd's writes past the apiserver's 60 s request timeout in a CI run,
+  # and every write in that minute failed with 504.
+  - name: etcd
+    extraArgs:
+      - {key: unsafe-no-fsync, value: "true"}
 YAML
 }
 

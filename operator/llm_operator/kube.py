@@ -10,9 +10,12 @@ from __future__ import annotations
 import datetime
 import functools
 import json
+import logging
 import threading
+import time
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, UnprocessibleEntityError
@@ -177,4 +180,32 @@ def post_event(obj: dict[str, Any], type_: str, reason: str, message: str) -> No
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         "reportingComponent": FIELD_MANAGER, "reportingInstance": FIELD_MANAGER,
     }
-    client.CoreV1Api(api_client()).create_namespaced_event(meta["namespace"], event)
+    _post_with_retries(meta["namespace"], event)
+
+
+# Seconds to wait before the second and third attempt of an Event, and each attempt's own limit: a stalled
+# apiserver answers 504 only after its 60 s request timeout, which would hold the loop that posts.
+EVENT_RETRY_DELAYS: tuple[float, ...] = (1.0, 3.0)
+EVENT_REQUEST_TIMEOUT = 10.0
+_log = logging.getLogger(__name__)
+
+
+def _post_with_retries(namespace: str, event: dict[str, Any]) -> None:
+    """Events are informational, as in client-go's recorder: a transient failure (5xx, 429, a dropped
+    connection) is retried, and a lost Event is logged instead of raised, so the decision it reports (already
+    in status) is not undone by an exception in the middle of an autoscaling tick."""
+    for delay in (*EVENT_RETRY_DELAYS, None):
+        try:
+            client.CoreV1Api(api_client()).create_namespaced_event(
+                namespace, event, _request_timeout=EVENT_REQUEST_TIMEOUT)
+            return
+        except client.ApiException as error:
+            transient = error.status is not None and (error.status >= 500 or error.status == 429)
+            failure = f"HTTP {error.status} {error.reason}"
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            transient, failure = True, type(error).__name__
+        if not transient or delay is None:
+            break
+        time.sleep(delay)
+    _log.warning("Event %s about %s/%s not posted: %s", event["reason"], namespace,
+                 event["involvedObject"]["name"], failure)
