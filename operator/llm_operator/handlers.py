@@ -31,6 +31,7 @@ import kopf
 from llm_operator import GROUP, PLURAL, VERSION, metrics
 from llm_operator.controller import cache, registry
 from llm_operator.controller.autoscaling import autoscale, autoscaling_enabled
+from llm_operator.controller.diffbase import DigestDiffBaseStorage
 from llm_operator.controller.due import Workers
 from llm_operator.controller.loops import Loop
 from llm_operator.controller.reconcile import (
@@ -51,9 +52,7 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # kopf's bookkeeping goes into annotations under our prefix; never into spec.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "llm-operator"
     settings.watching.server_timeout = 300
