@@ -319,6 +319,22 @@ def test_deletion_does_not_wait_for_the_operator(operator: OperatorProcess, clus
         operator.start()
 
 
+def test_a_deleted_namespace_is_forgotten(operator: OperatorProcess, cluster: Cluster) -> None:
+    """Deleting a namespace deletes its LLMServices, but kopf stops watching the namespace, so their DELETED
+    events may never arrive. The operator notices at its next resync and forgets them: no error every resync
+    interval (5 s here) for objects that are gone."""
+    with cluster.fresh_namespace("op") as doomed:
+        apply(cluster, doomed, llmservice("doomed"))
+        wait_ready(cluster, doomed, "doomed")
+    cluster.wait_for("the namespace to be gone",
+                     lambda: cluster.kubectl("get", "namespace", doomed, check=False).returncode != 0, timeout=120)
+    settled_at = len(operator.log())
+    time.sleep(4 * 5)  # four resync intervals
+    errors = [line for line in operator.log()[settled_at:].splitlines()
+              if "[ERROR" in line and f"{doomed}/" in line]
+    assert errors == [], errors[:3]
+
+
 def test_namespaces_outside_the_watch_scope_are_left_alone(
     operator: OperatorProcess, cluster: Cluster, namespace: str
 ) -> None:

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from llm_operator import kube
 from llm_operator.controller import registry
 
 _log = logging.getLogger("llm_operator")
@@ -28,4 +29,21 @@ class Loop(threading.Thread):
                 try:
                     self.fn(body)
                 except Exception:  # one object's failure must not stop the others' loop
-                    _log.exception(f"{self.name} of {body['metadata']['namespace']}/{body['metadata']['name']}")
+                    if not _forgotten_if_gone(body):
+                        _log.exception(f"{self.name} of {body['metadata']['namespace']}/{body['metadata']['name']}")
+
+
+def _forgotten_if_gone(body: dict) -> bool:
+    """Whether the LLMService no longer exists, in which case it is forgotten. Its DELETED event can be missed:
+    kopf stops the watch of a namespace that is being deleted, and without this the loops kept calling the
+    apiserver (404) for its LLMServices every interval until the operator restarted."""
+    meta = body["metadata"]
+    try:
+        live = kube.get_llmservice(meta["namespace"], meta["name"])
+    except Exception:  # the apiserver is unreachable: nothing to conclude
+        return False
+    if live is not None and live["metadata"].get("uid") == meta.get("uid"):
+        return False
+    registry.forget(meta["namespace"], meta["name"], meta.get("uid", ""))
+    _log.info(f"forgot {meta['namespace']}/{meta['name']}: it was deleted")
+    return True

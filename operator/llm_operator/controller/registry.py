@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from llm_operator import metrics
 from llm_operator.api.models import LLMService
 from llm_operator.controller.due import DueQueue
 from llm_operator.controller.state import States
@@ -25,3 +26,15 @@ def service_of(body: dict) -> LLMService | None:
     if state.parsed is None or state.parsed[0] != generation:
         state.parsed = (generation, parse(body)[0])
     return state.parsed[1]
+
+
+def forget(namespace: str, name: str, uid: str) -> None:
+    """Drop everything remembered of a deleted LLMService: its body, its state and its metric series. An
+    object created again under the same name (another uid) since then is kept."""
+    current = known.get((namespace, name))
+    if current is not None and current.get("metadata", {}).get("uid", uid) != uid:
+        states.drop(uid)
+        return
+    known.pop((namespace, name), None)
+    states.drop(uid)
+    metrics.forget(namespace, name)
