@@ -81,10 +81,14 @@ def engine_max_model_len(deployment: dict) -> str:
     return args[args.index("--max-model-len") + 1]
 
 
-def converged(cluster: Cluster, namespace: str, names: list[str], max_model_len: int) -> bool:
+def applied(cluster: Cluster, namespace: str, names: list[str], max_model_len: int) -> bool:
+    """The operator's part: every Deployment carries the change."""
     deployments = {d["metadata"]["name"]: d for d in items(cluster, namespace, "deployment")}
-    return all(n in deployments and engine_max_model_len(deployments[n]) == str(max_model_len) for n in names) \
-        and ready_names(cluster, namespace) >= set(names)
+    return all(n in deployments and engine_max_model_len(deployments[n]) == str(max_model_len) for n in names)
+
+
+def converged(cluster: Cluster, namespace: str, names: list[str], max_model_len: int) -> bool:
+    return applied(cluster, namespace, names, max_model_len) and ready_names(cluster, namespace) >= set(names)
 
 
 def burst(cluster: Cluster, namespace: str, max_model_len: int = 4096) -> list[dict]:
@@ -148,10 +152,15 @@ def test_watch_dropped_for_30_seconds(operator: OperatorProcess, cluster: Cluste
     back = control_plane.restart(cluster, "kube-apiserver", down_seconds=30)
     changed_at = time.monotonic()
     apply_all(cluster, namespace, burst(cluster, namespace, max_model_len=4096))
-    cluster.wait_for("the change after the outage applied", lambda: converged(cluster, namespace, names, 4096),
+    cluster.wait_for("the change after the outage applied", lambda: applied(cluster, namespace, names, 4096),
                      timeout=300, interval=1)
-    print(f"fault: apiserver down 30 s: back {back:.1f} s after start, change applied "
-          f"{time.monotonic() - changed_at:.1f} s after it was made")
+    applied_after = time.monotonic() - changed_at
+    # Ready also needs new Pods, which kwok's fake kubelets mark Running: their controller's watches come back
+    # later than the operator's (about 50 s after this outage in a run here), which is the testbed's, not ours.
+    cluster.wait_for("the change after the outage Ready", lambda: converged(cluster, namespace, names, 4096),
+                     timeout=300, interval=1)
+    print(f"fault: apiserver down 30 s: back {back:.1f} s after start, change applied by the operator "
+          f"{applied_after:.1f} s after it was made, all Ready after {time.monotonic() - changed_at:.1f} s")
     assert operator.alive()
     assert owned_data(cluster, namespace) == owned
     no_duplicates(cluster, namespace, names)
