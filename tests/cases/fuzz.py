@@ -247,6 +247,7 @@ def _missing_required(rnd: random.Random, spec: dict[str, Any]) -> tuple[str, st
 
 Rule = Callable[[random.Random], tuple[dict[str, Any], str]]
 ONE_NODE_ENGINES = [e.name for e in ENGINES.values() if not e.capabilities.multi_node]
+MULTI_NODE_ENGINES = [e.name for e in ENGINES.values() if e.capabilities.multi_node]
 TP_ENGINES = [e.name for e in ENGINES.values() if e.capabilities.tensor_parallel]
 
 
@@ -274,7 +275,8 @@ def _nodes_without_gpus(rnd: random.Random) -> tuple[dict[str, Any], str]:
 def _tp_not_dividing_group(rnd: random.Random) -> tuple[dict[str, Any], str]:
     gpus, nodes = rnd.randint(1, 8), rnd.randint(2, 8)
     tp = rnd.choice([n for n in range(1, 65) if (gpus * nodes) % n])
-    return ({"engine": "vllm", "resources": {"gpus": gpus, "nodes": nodes}, "serving": {"tensorParallelSize": tp}},
+    return ({"engine": rnd.choice(MULTI_NODE_ENGINES), "resources": {"gpus": gpus, "nodes": nodes},
+             "serving": {"tensorParallelSize": tp}},
             "spec.serving.tensorParallelSize")
 
 
@@ -287,7 +289,7 @@ def _pipeline_mismatch(rnd: random.Random) -> tuple[dict[str, Any], str]:
     else:  # tp divides the group, tp x pp is not the group
         tp = rnd.choice([n for n in range(1, total + 1) if total % n == 0])
         pp = rnd.choice([n for n in range(1, 65) if tp * n != total])
-    return ({"engine": "vllm", "resources": {"gpus": gpus, "nodes": nodes},
+    return ({"engine": rnd.choice(MULTI_NODE_ENGINES), "resources": {"gpus": gpus, "nodes": nodes},
              "serving": {"tensorParallelSize": tp, "pipelineParallelSize": pp}}, "spec.serving.pipelineParallelSize")
 
 
@@ -358,10 +360,11 @@ def _fallback_targets(rnd: random.Random) -> tuple[dict[str, Any], str]:
 
 
 def _shared_cache_mode(rnd: random.Random) -> tuple[dict[str, Any], str]:
-    mode = rnd.choice(["ReadWriteOnce", "ReadWriteOncePod", None])
-    storage: dict[str, Any] = {"size": "1Ti", **({"accessMode": mode} if mode else {})}
-    return ({"engine": "vllm", "resources": {"gpus": 8, "nodes": rnd.randint(2, 8)}, "storage": storage,
-             "serving": {"tensorParallelSize": 8}}, "spec.storage.accessMode")
+    # Always set: patches merge into the base, whose own accessMode (ReadWriteMany in a multi-node base) an
+    # absent one would keep.
+    storage = {"size": "1Ti", "accessMode": rnd.choice(["ReadWriteOnce", "ReadWriteOncePod"])}
+    return ({"engine": rnd.choice(MULTI_NODE_ENGINES), "resources": {"gpus": 8, "nodes": rnd.randint(2, 8)},
+             "storage": storage, "serving": {"tensorParallelSize": 8}}, "spec.storage.accessMode")
 
 
 RULES: list[Rule] = [

@@ -112,6 +112,29 @@ def test_a_two_node_replica_is_one_group_on_two_nodes_and_scales_by_groups(
     assert lws["spec"]["replicas"] == 2 and lws["status"]["readyReplicas"] == 2
 
 
+def test_sglang_on_two_nodes_is_one_group_served_by_its_leader(
+    operator: OperatorProcess, cluster: Cluster, namespace: str
+) -> None:
+    """SGLang's group: the same command on both Pods with their ranks; the leader alone serves."""
+    apply(cluster, namespace, two_nodes("sgl", engine="sglang"))
+    group = wait_groups(cluster, namespace, "sgl", 1)
+    assert len({p["spec"]["nodeName"] for p in group}) == 2
+    by_role = {p["metadata"]["labels"]["serving.llm-operator.io/role"]: p for p in group}
+    for role, rank in (("leader", "0"), ("worker", "$(LWS_WORKER_INDEX)")):
+        engine = by_role[role]["spec"]["containers"][0]
+        assert engine["command"] == ["python3", "-m", "sglang.launch_server"]
+        args = engine["args"]
+        assert args[args.index("--node-rank") + 1] == rank
+        assert args[args.index("--dist-init-addr") + 1] == "$(LWS_LEADER_ADDRESS):20000"
+        assert {"LWS_LEADER_ADDRESS", "LWS_WORKER_INDEX"} <= {e["name"] for e in engine["env"]}
+    assert "ports" not in by_role["worker"]["spec"]["containers"][0]
+    endpoints = json.loads(cluster.kubectl(
+        "get", "endpointslices", "-n", namespace, "-l", "kubernetes.io/service-name=sgl", "-o", "json",
+    ).stdout)["items"]
+    addresses = {a for s in endpoints for e in s.get("endpoints") or [] for a in e["addresses"]}
+    assert addresses == {by_role["leader"]["status"]["podIP"]}
+
+
 def test_a_group_whose_worker_is_deleted_is_recreated(
     operator: OperatorProcess, cluster: Cluster, namespace: str
 ) -> None:

@@ -8,6 +8,12 @@ would refuse the kubelet's probes, `--port` default 30000); `/health`, `/v1/mode
 `--enable-metrics` only, `/metrics` on the same port (`sglang/srt/entrypoints/http_server.py`); metric
 names in `sglang/srt/observability/metrics_collector.py`. Docs: https://docs.sglang.ai.
 
+Across nodes (`resources.nodes` > 1): every Pod of a LeaderWorkerSet group runs the same command with
+`--nnodes`, `--node-rank` and `--dist-init-addr` (`sglang/srt/arg_groups/fields/parallel.py`); a node of rank
+1 or more runs its schedulers only and serves no HTTP (`sglang/srt/entrypoints/http_server.py`, "node_rank >=
+1"), so the API, /health and /metrics are the leader's. LeaderWorkerSet's own SGLang example
+(sigs.k8s.io/lws v0.8.0, docs/examples/sglang/lws.yaml) starts its groups the same way.
+
 The image (`lmsysorg/sglang`, https://hub.docker.com/r/lmsysorg/sglang) has no serving entrypoint: the
 official Kubernetes example sets `python3 -m sglang.launch_server` as the command, and so does this module.
 """
@@ -21,9 +27,11 @@ from llm_operator.engines.base import (
     Engine,
     EngineContainer,
     EngineMetrics,
+    effective_pipeline_parallel_size,
     effective_tensor_parallel_size,
     flag,
     hf_token_env,
+    multi_node,
     served_name,
     user_env,
 )
@@ -36,7 +44,35 @@ PORT = 30000
 CACHE_PATH = "/model-cache"
 
 
+# The port of torch.distributed's rendezvous on the leader (the LWS example's); NCCL picks its own.
+DIST_INIT_PORT = 20000
+
+
 def args(service: LLMService) -> list[str]:
+    """The arguments of a single-node replica: the generated flags, then serving.extraArgs."""
+    return generated_args(service) + list(service.spec.serving.extra_args)
+
+
+def group_args(service: LLMService, rank: str) -> list[str]:
+    """The flags that make one Pod a node of a group. LWS_LEADER_ADDRESS and LWS_WORKER_INDEX are set in each
+    Pod by LeaderWorkerSet's Pod webhook; the kubelet expands $(VAR) from the container's environment."""
+    return [
+        "--nnodes", str(service.spec.resources.nodes),
+        "--node-rank", rank,
+        "--dist-init-addr", f"$(LWS_LEADER_ADDRESS):{DIST_INIT_PORT}",
+    ]
+
+
+def leader_args(service: LLMService) -> list[str]:
+    return generated_args(service) + group_args(service, "0") + list(service.spec.serving.extra_args)
+
+
+def worker_args(service: LLMService) -> list[str]:
+    return (generated_args(service) + group_args(service, "$(LWS_WORKER_INDEX)")
+            + list(service.spec.serving.extra_args))
+
+
+def generated_args(service: LLMService) -> list[str]:
     spec = service.spec
     serving = spec.serving
     method = spec.quantization.method
@@ -46,6 +82,8 @@ def args(service: LLMService) -> list[str]:
         "--host", "0.0.0.0",
         "--port", str(PORT),
         "--tp-size", str(effective_tensor_parallel_size(spec)),
+        *flag("--pp-size", serving.pipeline_parallel_size or (
+            effective_pipeline_parallel_size(spec) if multi_node(spec) else None)),
         # /metrics exists only with this flag, and the autoscaler reads it.
         "--enable-metrics",
         *flag("--revision", spec.model.revision),
@@ -57,7 +95,7 @@ def args(service: LLMService) -> list[str]:
     # Prefix caching (RadixAttention) is on by default; false turns it off.
     if serving.enable_prefix_caching is False:
         result.append("--disable-radix-cache")
-    return result + list(serving.extra_args)
+    return result
 
 
 def container(service: LLMService) -> EngineContainer:
@@ -70,10 +108,12 @@ def container(service: LLMService) -> EngineContainer:
         *user_env(service),
     ]
     gpus = service.spec.resources.gpus
+    several_nodes = multi_node(service.spec)
     return EngineContainer(
         image=service.spec.image or IMAGE,
         command=["python3", "-m", "sglang.launch_server"],
-        args=args(service),
+        args=leader_args(service) if several_nodes else args(service),
+        worker_args=worker_args(service) if several_nodes else None,
         env=env,
         port=PORT,
         # Connection refused while the model loads, 503 during warm-up, then 200 (a one-token generation
@@ -98,6 +138,9 @@ ENGINE = Engine(
         "--model-path": "model.name", "--model": "model.name", "--served-model-name": "model.servedName",
         "--host": None, "--port": None, "--tp-size": "serving.tensorParallelSize",
         "--tensor-parallel-size": "serving.tensorParallelSize", "--quantization": "quantization.method",
+        "--pp-size": "serving.pipelineParallelSize", "--pipeline-parallel-size": "serving.pipelineParallelSize",
+        "--nnodes": "resources.nodes", "--node-rank": "resources.nodes", "--dist-init-addr": "resources.nodes",
+        "--nccl-init-addr": "resources.nodes",
     },
     field_docs={
         "model.name": "--model-path", "model.servedName": "--served-model-name", "model.revision": "--revision",
@@ -105,6 +148,7 @@ ENGINE = Engine(
         "serving.maxModelLen": "--context-length",
         "serving.gpuMemoryUtilization": "--mem-fraction-static (default: sized from the GPU's memory)",
         "serving.tensorParallelSize": "--tp-size",
+        "serving.pipelineParallelSize": "--pp-size",
         "serving.enablePrefixCaching": "on by default (RadixAttention); false: --disable-radix-cache",
         "serving.maxConcurrentRequests": "--max-running-requests",
     },
@@ -124,7 +168,8 @@ ENGINE = Engine(
     capabilities=Capabilities(
         quantization=("none", "awq", "gptq", "bitsandbytes", "fp8"),
         quantization_note="GGUF checkpoints on SGLang are not supported by the operator yet",
-        settings=("gpuMemoryUtilization", "enablePrefixCaching"),
+        settings=("gpuMemoryUtilization", "enablePrefixCaching", "pipelineParallelSize"),
+        multi_node=True,
         # Unset, SGLang sizes --mem-fraction-static from the GPU: (memory - activations and CUDA graphs)
         # / memory, 0.84 on an 80 GB GPU (sglang/srt/arg_groups/memory_hook.py).
         default_memory_utilization=0.84,

@@ -22,8 +22,8 @@ def load(path: Path) -> LLMService:
     return LLMService.model_validate(doc)
 
 
-def test_there_are_seven_examples() -> None:
-    assert len(EXAMPLES) == 7
+def test_there_are_eight_examples() -> None:
+    assert len(EXAMPLES) == 8
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from llm_operator.engines import sglang
 from llm_operator.plan import desired_objects
 from llm_operator.resources import build_leader_worker_set, build_service
 from llm_operator.resources.common import ROLE_LABEL
@@ -128,3 +129,40 @@ def test_the_plan_builds_a_leader_worker_set_instead_of_a_deployment() -> None:
     single = [o["kind"] for o in desired_objects(make_service("vllm", {}), UID)]
     assert "LeaderWorkerSet" not in single
     assert single.count("Deployment") == 2
+
+
+def sglang_lws(patch: dict[str, Any] | None = None) -> dict[str, Any]:
+    return build_leader_worker_set(make_service("sglang", {**TWO_NODES, **(patch or {})}), UID, None)
+
+
+def test_sglang_runs_the_same_command_on_every_node_with_its_rank() -> None:
+    template = sglang_lws({"serving": {"extraArgs": ["--trust-remote-code"]}})["spec"]["leaderWorkerTemplate"]
+    leader, worker = container(template["leaderTemplate"]), container(template["workerTemplate"])
+    for engine in (leader, worker):
+        args = engine["args"]
+        assert engine["command"] == ["python3", "-m", "sglang.launch_server"]
+        assert flag_value(args, "--model-path") == "meta-llama/Llama-4-Maverick-17B-128E-Instruct"
+        assert flag_value(args, "--tp-size") == "8"
+        assert flag_value(args, "--pp-size") == "2"
+        assert flag_value(args, "--nnodes") == "2"
+        assert flag_value(args, "--dist-init-addr") == "$(LWS_LEADER_ADDRESS):20000"
+        assert args[-1] == "--trust-remote-code"
+        assert engine["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    assert flag_value(leader["args"], "--node-rank") == "0"
+    assert flag_value(worker["args"], "--node-rank") == "$(LWS_WORKER_INDEX)"
+    # A node of rank 1 or more serves no HTTP in SGLang: the leader alone has the port and the probes.
+    assert leader["ports"][0]["containerPort"] == 30000
+    assert "ports" not in worker and "readinessProbe" not in worker
+
+
+def test_sglang_tensor_parallel_across_the_nodes_has_one_stage() -> None:
+    template = sglang_lws({"serving": {"tensorParallelSize": 16}})["spec"]["leaderWorkerTemplate"]
+    args = container(template["leaderTemplate"])["args"]
+    assert flag_value(args, "--tp-size") == "16"
+    assert flag_value(args, "--pp-size") == "1"
+
+
+def test_sglang_on_one_node_has_no_group_flags() -> None:
+    args = sglang.container(make_service("sglang", {"resources": {"gpus": 4}})).args
+    for name in ("--nnodes", "--node-rank", "--dist-init-addr", "--pp-size"):
+        assert name not in args
