@@ -4,7 +4,8 @@ kubeconfig). Both are Ready; exactly one holds the leader Lease, and each Pod's 
 the apiserver's Pod proxy) says which: llm_operator_leader 1 on the leader, 0 on the standby. The leader
 reconciles an LLMService whose router runs for real on the same node (the LiteLLM stand-in image, set
 once through the chart's defaultImages.router), and the router's HPA reads real CPU metrics from
-metrics-server. Then `helm upgrade` to a new image tag rolls both Pods and the Lease moves to a new
+metrics-server. The leader's process is SIGKILLed and a spec change made at once is applied by whichever
+Pod holds the Lease next. Then `helm upgrade` to a new image tag rolls both Pods and the Lease moves to a new
 one, which applies a spec change, and `helm uninstall` leaves the LLMService and its model-cache PVC alone.
 
 The engine in this test sits on a fake kwok GPU node (it needs 1 H100); what runs for real is the
@@ -22,7 +23,7 @@ import yaml
 
 from support.cluster import Cluster, condition
 from support.helm import CHART, helm, lease_holder, metric, pod_metrics
-from support.real_node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, local_image, tag
+from support.real_node import REAL_NODE_SELECTOR, REAL_NODE_TOLERATION, local_image, sigkill_container, tag
 
 GROUP = "serving.llm-operator.io"
 
@@ -160,12 +161,33 @@ def test_helm_install_runs_the_operator_image_on_the_real_node(
     hpa = cluster.get_json("hpa", "chat-router", served_namespace)
     assert condition(hpa, "ScalingActive").get("status") == "True", hpa["status"]
 
-    # 4. helm upgrade to a new image tag rolls the operator (RollingUpdate: a new Pod starts as a standby;
+    # 4. The leader's process SIGKILLed, and a spec change made at once: the Lease passes (to the standby once
+    # the Lease expires, or back to the same Pod if the kubelet restarts its container first: the Lease names
+    # the Pod, and its old process is gone), the change is applied, and one Pod is leader.
+    [leader_pod] = [p for p in operator_pods if p["metadata"]["name"] == leader]
+    killed_at = time.monotonic()
+    sigkill_container(leader_pod)
+    cluster.kubectl("patch", "llms", "chat", "-n", served_namespace, "--type=merge",
+                    "-p", json.dumps({"spec": {"serving": {"maxModelLen": 3072}}}))
+    cluster.wait_for("the change made during the failover applied", lambda: "3072" in json.dumps(
+        cluster.get_json("deployment", "chat", served_namespace)["spec"]["template"]["spec"]["containers"][0]["args"]
+    ), timeout=120, interval=0.5)
+    applied_after = time.monotonic() - killed_at
+    restarted = cluster.wait_for("the killed container restarted and Ready", lambda: next((
+        p for p in ready_pods(cluster, namespace, selector)
+        if p["metadata"]["name"] == leader and p["status"]["containerStatuses"][0]["restartCount"] == 1), None),
+        timeout=120)
+    assert restarted["status"]["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 137  # SIGKILL
+    after, other = leader_and_standby(cluster, namespace, fullname, ready_pods(cluster, namespace, selector))
+    print(f"failover in the chart's Pods: leader {leader} SIGKILLed, the change applied {applied_after:.1f} s "
+          f"later by {after} ({'the standby' if after == standby else 'the same Pod, restarted'})")
+
+    # 5. helm upgrade to a new image tag rolls the operator (RollingUpdate: a new Pod starts as a standby;
     # the Lease passes to a new Pod once the old leader stops and its Lease expires).
     upgraded = tag(operator_image, f"{repository}:upgrade-{int(time.time())}")
     helm(cluster, "upgrade", real_release, str(CHART), "-n", namespace, "-f", str(values_file),
          "--set", f"image.tag={upgraded.rsplit(':', 1)[1]}", "--wait", "--timeout", "180s", timeout=240)
-    old_names = {leader, standby}
+    old_names = {after, other}
 
     def rolled() -> list[dict]:
         current = pods(cluster, namespace, selector)
@@ -184,7 +206,7 @@ def test_helm_install_runs_the_operator_image_on_the_real_node(
     ), timeout=60)
     assert f"reconciled {served_namespace}/chat" in cluster.kubectl("logs", "-n", namespace, new_leader).stdout
 
-    # 5. helm uninstall removes the operator, never what users own.
+    # 6. helm uninstall removes the operator, never what users own.
     helm(cluster, "uninstall", real_release, "-n", namespace, "--wait", "--timeout", "60s")
     cluster.wait_for("the operator Pod to go", lambda: not pods(cluster, namespace, selector), timeout=60)
     assert cluster.get_json("llms", "chat", served_namespace) is not None

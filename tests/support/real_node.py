@@ -16,6 +16,7 @@ REAL_NODE_TOLERATION = {"key": "llm-operator.io/real-node", "operator": "Equal",
 NODE_IP = "10.244.0.1"
 POD_CIDR = "10.244.0.0/24"
 KUBERNETES_SERVICE_IP = "10.96.0.1"
+CONTAINERD_SOCK = "/run/llm-operator-node/containerd.sock"  # hack/testbed/node.sh's NODE_RUN
 
 
 def _hack(script: str, *args: str, timeout: float = 1800) -> str:
@@ -43,6 +44,14 @@ def tag(ref: str, new_ref: str) -> str:
     subprocess.run(["podman", "tag", ref, new_ref], check=True, capture_output=True, timeout=60)
     load(new_ref)
     return new_ref
+
+
+def sigkill_container(pod: dict) -> None:
+    """SIGKILL the main process of a Pod's (first) container on the real node, as the kernel's OOM killer or a
+    crash would end it; the kubelet then restarts the container."""
+    container_id = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("containerd://")
+    subprocess.run(["ctr", "--address", CONTAINERD_SOCK, "-n", "k8s.io", "task", "kill", "--signal", "SIGKILL",
+                    container_id], check=True, capture_output=True, timeout=30)
 
 
 def on_real_node(pod_spec: dict) -> dict:
