@@ -64,8 +64,8 @@ componentsPatches:
     extraArgs:
       - {key: leader-elect, value: "false"}
   # A disposable test cluster: an fsync that stalls behind the page cache's writeback (an engine loading
-  # weights, pip writing a venv) held etcd's writes past the apiserver's 60 s request timeout in a CI run,
-  # and every write in that minute failed with 504.
+  # weights, pip writing a venv) can hold etcd's writes past the apiserver's 60 s request timeout, and every
+  # write meanwhile fails with 504.
   - name: etcd
     extraArgs:
       - {key: unsafe-no-fsync, value: "true"}

@@ -83,8 +83,8 @@ async def track(event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str
 
 
 # A failed reconcile (the apiserver unreachable, a 5xx) is retried after 5 s, not kopf's default 60 s: kopf keeps
-# the retry time in the object's progress record, and a change made after an apiserver outage waited for the
-# retry of a handler that failed during it (61.9 s in tests/e2e/test_faults.py). Refusals the user can fix
+# the retry time in the object's progress record, and a change made after an apiserver outage would wait for
+# the retry of a handler that failed during it (tests/e2e/test_faults.py). Refusals the user can fix
 # (validation, Forbidden) do not raise: they are Stalled conditions.
 RETRY_SECONDS = 5
 

@@ -228,7 +228,7 @@ class VLLMServer:
                 cwd=str(self._log_dir),
                 start_new_session=True,  # own process group: stop() ends the engine core child too
                 # The control plane before the engine: under load the engine took both cores and the
-                # apiserver's writes timed out (504) in a CI run; the engine's speed is not under test here.
+                # apiserver's writes can time out (504); the engine's speed is not under test here.
                 preexec_fn=lambda: os.nice(5),
             )
         try:

@@ -2,8 +2,8 @@
 
 kopf's AnnotationsDiffBaseStorage writes the whole spec into one annotation. The apiserver caps all of
 an object's annotations at 256 KiB, so an LLMService with a large spec (64 extraArgs of 4 KiB each is
-within the schema) had every kopf patch refused, and kopf ran the create handler again on each of the
-object's events. The handlers never read kopf's per-field diffs (a reconcile rebuilds the whole plan),
+within the schema) would have every kopf patch refused, and kopf would run the create handler again on each
+of the object's events. The handlers never read kopf's per-field diffs (a reconcile rebuilds the whole plan),
 only whether anything changed, and a digest of the same essence answers that in 80 bytes.
 """
 

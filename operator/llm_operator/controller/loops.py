@@ -35,8 +35,8 @@ class Loop(threading.Thread):
 
 def _forgotten_if_gone(body: dict) -> bool:
     """Whether the LLMService no longer exists, in which case it is forgotten. Its DELETED event can be missed:
-    kopf stops the watch of a namespace that is being deleted, and without this the loops kept calling the
-    apiserver (404) for its LLMServices every interval until the operator restarted."""
+    kopf stops the watch of a namespace that is being deleted, and without this the loops would keep calling
+    the apiserver (404) for its LLMServices every interval until the operator restarted."""
     meta = body["metadata"]
     try:
         live = kube.get_llmservice(meta["namespace"], meta["name"])
