@@ -65,10 +65,18 @@ def deploy(cluster: Cluster, namespace: str, bodies: list[dict], tiny_model: Pat
         wait_ready(cluster, namespace, body["metadata"]["name"])
 
 
+def ready_at_its_generation(cluster: Cluster, namespace: str, name: str) -> bool:
+    """Ready for the current spec: a status written before the last change (Ready while scaled to zero,
+    before `kubectl scale` back up) does not count."""
+    obj = cluster.get_json("llms", name, namespace) or {}
+    observed = (obj.get("status") or {}).get("observedGeneration")
+    return condition(obj, "Ready").get("status") == "True" and observed == obj["metadata"]["generation"]
+
+
 def wait_ready(cluster: Cluster, namespace: str, name: str, timeout: float = 420) -> None:
     try:
-        cluster.wait_for(f"{name} Ready", lambda: condition(
-            cluster.get_json("llms", name, namespace), "Ready").get("status") == "True", timeout=timeout, interval=2)
+        cluster.wait_for(f"{name} Ready", lambda: ready_at_its_generation(cluster, namespace, name),
+                         timeout=timeout, interval=2)
     except AssertionError as error:
         status = (cluster.get_json("llms", name, namespace) or {}).get("status")
         pods = cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
